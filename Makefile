@@ -1,0 +1,28 @@
+# Two commands set up everything: `make demo` and `make test`. Both create or reuse .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.imgclass-installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# prepare -> train -> evaluate -> predict on scikit-learn's bundled digits, offline, about a minute on 2 cores.
+demo: $(STAMP)
+	$(BIN)/imgclass prepare --example digits demo/digits --force
+	$(BIN)/imgclass train demo/digits --image-size 32 --epochs 10 --augment none --out demo/run --force
+	$(BIN)/imgclass evaluate demo/run demo/digits/test
+	$(BIN)/imgclass predict demo/run demo/digits/test/3 --top-k 3 --format csv | head -n 6
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf demo runs

@@ -1,0 +1,3 @@
+from imgclass_cli.cli import main
+
+main()

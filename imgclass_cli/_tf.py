@@ -1,0 +1,42 @@
+"""Lazy, quiet TensorFlow import: nothing at CLI start-up imports TensorFlow."""
+
+import os
+import sys
+
+_DEBUG = False
+
+
+def set_debug(debug: bool) -> None:
+    global _DEBUG
+    _DEBUG = debug
+
+
+def tf():
+    """Import TensorFlow once, silencing its C++ start-up chatter unless --debug."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if _DEBUG:
+        import tensorflow
+
+        return tensorflow
+    # absl writes to file descriptor 2 directly during import; silence that one moment only.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+def keras():
+    tf()
+    import keras
+
+    return keras

@@ -1,0 +1,171 @@
+"""Scan an image folder (class sub-folders, or train/val/test of class sub-folders) into a Dataset."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from imgclass_cli.errors import ImgclassError
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+# File signatures of the formats the decoder reads; files are recognised by content, not by extension.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
+def sniff_format(path: str) -> str | None:
+    """The image format of a file from its first bytes, or None if it is not an image we decode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+@dataclass
+class Sample:
+    path: str
+    label: int
+
+
+@dataclass
+class Dataset:
+    root: str
+    class_names: list[str]
+    splits: dict[str, list[Sample]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    layout: str = "classes"  # "classes" or "splits"
+
+    def counts(self, split: str) -> dict[str, int]:
+        c = Counter(s.label for s in self.splits.get(split, []))
+        return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
+
+
+def _visible_dirs(path: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def _walk_images(folder: str, skipped: list) -> list[str]:
+    """Image files under folder (recursively, no symlinked dirs, hidden entries ignored), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = os.path.join(dirpath, name)
+            if sniff_format(p) is None:
+                skipped.append((p, "not an image (JPEG, PNG, GIF or BMP) by content"))
+            else:
+                found.append(p)
+    return found
+
+
+def _scan_classes(folder: str, skipped: list) -> dict[str, list[str]]:
+    return {c: _walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
+
+
+def detect_layout(root: str) -> str:
+    dirs = _visible_dirs(root)
+    if "train" in dirs or (dirs and all(d in SPLIT_ALIASES for d in dirs)):
+        return "splits"
+    return "classes"
+
+
+def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int = 2) -> Dataset:
+    """Scan a training folder. Without a val folder, split train stratified and seeded into train/val."""
+    _check_root(root)
+    skipped: list[tuple[str, str]] = []
+    layout = detect_layout(root)
+    if layout == "splits":
+        per_split = {}
+        for d in _visible_dirs(root):
+            if d in SPLIT_ALIASES:
+                per_split[SPLIT_ALIASES[d]] = _scan_classes(os.path.join(root, d), skipped)
+        if "train" not in per_split:
+            raise ImgclassError(f"{root}: has val/test folders but no train/ folder")
+        class_names = sorted(c for c, files in per_split["train"].items() if files)
+        for split, classes in per_split.items():
+            unknown = sorted(c for c, files in classes.items() if files and c not in class_names)
+            if unknown:
+                raise ImgclassError(
+                    f"{os.path.join(root, split)}: class folder(s) {', '.join(unknown)} have no images in train/; "
+                    "add training images or remove the folder"
+                )
+        index = {c: i for i, c in enumerate(class_names)}
+        splits = {
+            split: [Sample(p, index[c]) for c in class_names for p in classes.get(c, [])]
+            for split, classes in per_split.items()
+        }
+    else:
+        classes = _scan_classes(root, skipped)
+        class_names = sorted(c for c, files in classes.items() if files)
+        splits = {"train": [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]}
+
+    _check_classes(root, class_names, splits["train"], min_classes)
+    if "val" not in splits and val_split > 0:
+        splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
+    return Dataset(root=root, class_names=class_names, splits=splits, skipped=skipped, layout=layout)
+
+
+def scan_for_eval(root: str, split: str | None = None) -> Dataset:
+    """Scan data to evaluate: a folder of class folders, or a split layout (the given split, else test, else val)."""
+    _check_root(root)
+    skipped: list[tuple[str, str]] = []
+    folder = root
+    if detect_layout(root) == "splits":
+        present = {SPLIT_ALIASES[d]: d for d in _visible_dirs(root) if d in SPLIT_ALIASES}
+        chosen = split or next((s for s in ("test", "val") if s in present), None)
+        if chosen not in present:
+            raise ImgclassError(f"{root}: no {split or 'test/ or val/'} folder to evaluate on; pass --split or a class folder")
+        folder = os.path.join(root, present[chosen])
+    classes = _scan_classes(folder, skipped)
+    class_names = sorted(c for c, files in classes.items() if files)
+    samples = [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]
+    if not samples:
+        raise ImgclassError(f"{folder}: no images found in class sub-folders")
+    return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped)
+
+
+def _check_root(root: str) -> None:
+    if not os.path.exists(root):
+        raise ImgclassError(f"{root}: no such folder")
+    if not os.path.isdir(root):
+        raise ImgclassError(f"{root}: not a folder; pass a folder with one sub-folder of images per class")
+
+
+def _check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
+    if not class_names:
+        raise ImgclassError(f"{root}: no images found; expected one sub-folder of images per class")
+    if len(class_names) < min_classes:
+        raise ImgclassError(
+            f"{root}: only one class ({class_names[0]}) has images; a classifier needs at least {min_classes} classes"
+        )
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Seeded, stratified split with scikit-learn; identical for the same seed and files."""
+    from sklearn.model_selection import train_test_split
+
+    labels = [s.label for s in samples]
+    counts = Counter(labels)
+    n_val = max(len(counts), round(len(samples) * fraction))
+    if min(counts.values()) < 2 or n_val >= len(samples) - len(counts) + 1:
+        raise ImgclassError(
+            "too few images for a stratified validation split (every class needs at least 2 images); "
+            "add images, provide a val/ folder, or pass --val-split 0"
+        )
+    train, val = train_test_split(samples, test_size=n_val, stratify=labels, random_state=seed)
+    key = lambda s: (s.label, s.path)  # noqa: E731 - deterministic order independent of the shuffle
+    return sorted(train, key=key), sorted(val, key=key)

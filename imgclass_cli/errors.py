@@ -1,0 +1,27 @@
+"""Project exceptions and the exit codes they map to (documented in the README)."""
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the job ran and failed (unexpected error, --strict prediction errors)
+EXIT_USAGE = 2  # bad option, bad input data, missing files
+EXIT_GATE = 3  # evaluate --fail-under: a metric is below its threshold
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class ImgclassError(Exception):
+    """An error whose message is meant for the user: one line, names the file and what to do."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class JobFailed(ImgclassError):
+    exit_code = EXIT_FAILED
+
+
+class GateFailed(ImgclassError):
+    exit_code = EXIT_GATE

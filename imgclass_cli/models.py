@@ -1,0 +1,154 @@
+"""Build classifiers: scratch CNNs and Keras Applications backbone + softmax head, preprocessing inside."""
+
+from __future__ import annotations
+
+import os
+
+from imgclass_cli._tf import keras, tf
+from imgclass_cli.backbones import get_backbone, is_backbone
+from imgclass_cli.errors import ImgclassError
+
+tf()
+_keras = keras()
+
+BACKBONE_LAYER = "backbone"
+SCRATCH_MIN_SIZE = {"simple-cnn": 32, "cnn": 8}  # three unpadded 3x3 conv + pool blocks need 32 px
+
+
+@_keras.saving.register_keras_serializable(package="imgclass")
+class BackbonePreprocess(_keras.layers.Layer):
+    """The backbone's own preprocess_input as a serializable layer, so saved models take raw 0-255 RGB."""
+
+    def __init__(self, backbone: str, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, x):
+        return get_backbone(self.backbone).preprocess(x)
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+def keras_cache_dir() -> str:
+    return os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+
+
+def _input_and_resize(image_size: int):
+    L = _keras.layers
+    inputs = _keras.Input(shape=(None, None, 3), name="image")
+    x = L.Resizing(image_size, image_size, interpolation="bilinear", antialias=True, name="resize")(inputs)
+    return inputs, x
+
+
+def build_backbone(name: str, image_size: int, weights: str):
+    """A Keras Applications network without its top. weights: imagenet | none | a weights file."""
+    spec = get_backbone(name)
+    if image_size < spec.min_size:
+        raise ImgclassError(f"--image-size {image_size} is too small for {spec.name}: it needs at least {spec.min_size}")
+    if weights == "imagenet":
+        try:
+            base = spec.build(image_size, "imagenet")
+        except Exception as e:  # download failures surface as several exception types
+            if "fetch" in str(e).lower() or "url" in str(e).lower() or isinstance(e, OSError):
+                raise ImgclassError(
+                    f"could not download the ImageNet weights of {spec.name} (offline?); pass --weights PATH with a "
+                    f"local weights file, pre-fill the Keras cache {keras_cache_dir()}, or use --weights none"
+                ) from e
+            raise
+    else:
+        base = spec.build(image_size, None)
+        if weights != "none":
+            _load_backbone_weights(base, weights, spec.name)
+    base.name = BACKBONE_LAYER
+    return base
+
+
+def _load_backbone_weights(base, path: str, name: str) -> None:
+    if not os.path.exists(path):
+        raise ImgclassError(f"--weights {path}: no such file; pass imagenet, none, or a weights file for {name}")
+    if os.path.isdir(path):
+        model_path = os.path.join(path, "model.keras")
+        if not os.path.exists(model_path):
+            raise ImgclassError(f"--weights {path}: a folder must be an imgclass run directory (no model.keras in it)")
+        source = _keras.models.load_model(model_path, compile=False)
+        try:
+            src = source.get_layer(BACKBONE_LAYER)
+        except ValueError:
+            raise ImgclassError(f"--weights {path}: that run has no backbone (was it a scratch CNN?)") from None
+        if src.count_params() != base.count_params():
+            raise ImgclassError(f"--weights {path}: its backbone does not match {name} (different architecture)")
+        base.set_weights(src.get_weights())
+        return
+    try:
+        base.load_weights(path)
+    except Exception as e:
+        raise ImgclassError(f"--weights {path}: cannot load it into {name}: {str(e).splitlines()[0]}") from e
+
+
+def build_classifier(arch: str, num_classes: int, image_size: int, weights: str = "none", dropout: float = 0.2,
+                     trainable_backbone: bool | None = None):
+    """raw 0-255 image -> resize -> preprocessing -> network -> softmax over num_classes.
+
+    Backbones are frozen and called with training=False (BatchNorm in inference mode) unless
+    trainable_backbone is True (training a Keras Applications network from scratch).
+    """
+    L = _keras.layers
+    if arch in ("cnn", "simple-cnn"):
+        if weights != "none":
+            raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
+        return _scratch(arch, num_classes, image_size, dropout)
+    if not is_backbone(arch):
+        get_backbone(arch)  # raises with a suggestion
+    spec = get_backbone(arch)
+    inputs, x = _input_and_resize(image_size)
+    x = BackbonePreprocess(spec.name, name="preprocess")(x)
+    base = build_backbone(spec.name, image_size, weights)
+    if trainable_backbone is None:
+        trainable_backbone = weights == "none"
+    base.trainable = trainable_backbone
+    x = base(x, training=None if trainable_backbone else False)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.Dropout(dropout, name="dropout")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return _keras.Model(inputs, outputs, name=f"imgclass_{spec.name}")
+
+
+def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
+    L = _keras.layers
+    inputs, x = _input_and_resize(image_size)
+    x = L.Rescaling(1.0 / 255, name="rescale")(x)
+    if arch == "simple-cnn":
+        # The seed project's network: three conv/pool blocks, flatten, dense.
+        for filters in (32, 64, 128):
+            x = L.Conv2D(filters, 3, activation="relu")(x)
+            x = L.MaxPooling2D()(x)
+        x = L.Flatten()(x)
+        x = L.Dense(128, activation="relu")(x)
+        x = L.Dropout(0.5)(x)
+    else:
+        # Default: VGG-style blocks with BatchNorm, wider, global pooling instead of a huge dense layer.
+        for i, filters in enumerate((32, 64, 128, 256)):
+            for _ in range(2):
+                x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+                x = L.BatchNormalization(momentum=0.9)(x)  # settles within the first epoch on small data
+                x = L.Activation("relu")(x)
+            if i < 3:
+                x = L.MaxPooling2D()(x)
+        x = L.GlobalAveragePooling2D()(x)
+        x = L.Dropout(dropout)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}")
+
+
+def resolve_image_size(arch: str, image_size: int | None) -> int:
+    from imgclass_cli.config import DEFAULT_SCRATCH_IMAGE_SIZE
+
+    if image_size is not None:
+        minimum = SCRATCH_MIN_SIZE.get(arch) or (get_backbone(arch).min_size if is_backbone(arch) else 8)
+        if image_size < minimum:
+            raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
+        return image_size
+    if is_backbone(arch):
+        return get_backbone(arch).default_size
+    return DEFAULT_SCRATCH_IMAGE_SIZE

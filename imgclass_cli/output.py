@@ -1,0 +1,219 @@
+"""How things look: rich tables and progress on stderr, JSON/CSV/JSONL writers on stdout."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+
+def stdout() -> Console:
+    # Created per call so that test runners that swap sys.stdout see the output.
+    return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def error(message: str) -> None:
+    stderr().print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _metric_line(logs: dict) -> str:
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+    return "  ".join(f"{k} {logs[k]:.4f}" for k in keys)
+
+
+class StderrReporter:
+    """Progress on stderr: a rich bar per epoch on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, quiet: bool = False, live: bool | None = None):
+        self.quiet = quiet
+        self.console = stderr()
+        self.live = self.console.is_terminal if live is None else live
+        self.progress = None
+        self.task = None
+        self.epoch = 0
+        self.epochs = 0
+        self.steps = 0
+        self.t0 = 0.0
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+
+    def train_begin(self, epochs: int, steps: int) -> None:
+        self.epochs, self.steps = epochs, steps
+        if self.quiet or not self.live:
+            self._new_epoch()
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"), console=self.console,
+        )
+        self.progress.start()
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self.t0 = time.time()
+        if self.progress is not None and self.epoch <= self.epochs:
+            self.task = self.progress.add_task(f"epoch {self.epoch}/{self.epochs}", total=self.steps, metrics="")
+
+    def batch_end(self, step: int, logs: dict) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=step, metrics=_metric_line(logs))
+
+    def epoch_end(self, epoch: int, logs: dict) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=self.steps, metrics=_metric_line(logs))
+        elif not self.quiet:
+            self.console.print(f"epoch {epoch}/{self.epochs}  {_metric_line(logs)}  ({time.time() - self.t0:.1f}s)",
+                               highlight=False, markup=False)
+        self._new_epoch()
+
+    def train_end(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def report_table(report: dict, title: str) -> list[Table]:
+    summary = Table(title=title, show_header=True)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    from imgclass_cli.config import METRIC_KEYS
+
+    for key in METRIC_KEYS:
+        summary.add_row(key, _fmt(report[key]))
+    for key, value in report.get("top_k_accuracy", {}).items():
+        summary.add_row(f"{key}_accuracy", _fmt(value))
+    summary.add_row("samples", str(report["num_samples"]))
+
+    per_class = Table(title="per class")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in report["per_class"].items():
+        per_class.add_row(name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("true \\ pred")
+    for name in report["class_names"]:
+        cm.add_column(name, justify="right")
+    for name, row in zip(report["class_names"], report["confusion_matrix"]):
+        cm.add_row(name, *(str(v) for v in row))
+    return [summary, per_class, cm]
+
+
+def print_report(report: dict, fmt: str, title: str = "metrics") -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["metric", "value"])
+        for key, value in flatten(report).items():
+            w.writerow([key, value])
+    else:
+        con = stdout()
+        for t in report_table(report, title):
+            con.print(t)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested metrics -> {"per_class.ants.f1": 0.9, ...}; lists (class names, confusion matrix) are skipped."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif not isinstance(v, list):
+            out[key] = v
+    return out
+
+
+def print_train_summary(result, quiet: bool) -> None:
+    con = stdout()
+    t = Table(title=f"run {result.out}")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    t.add_row("classes", str(len(result.class_names)))
+    for split, n in result.counts.items():
+        t.add_row(f"{split} images", str(n))
+    t.add_row("image size", str(result.image_size))
+    if result.history:
+        for k, v in result.history[-1].items():
+            if k != "epoch":
+                t.add_row(f"final {k}", _fmt(v))
+    t.add_row("epochs", str(len(result.history)))
+    t.add_row("seconds", f"{result.seconds:.1f}")
+    con.print(t)
+    if result.report is not None and not quiet:
+        for table in report_table(result.report.to_dict(), "validation metrics")[:2]:
+            con.print(table)
+
+
+def _csv_row(rec: dict, k: int) -> list:
+    row = [rec["path"], rec["status"], rec["label"] or "", "" if rec["confidence"] is None else f"{rec['confidence']:.6f}"]
+    if k > 1:
+        for i in range(k):
+            if i < len(rec["top_k"]):
+                row += [rec["top_k"][i]["label"], f"{rec['top_k'][i]['score']:.6f}"]
+            else:
+                row += ["", ""]
+    row.append(rec["error"] or "")
+    return row
+
+
+def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -> int:
+    """Write records as they come (csv, jsonl) or as one table at the end; returns how many were errors."""
+    errors = 0
+    rows = []
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    if fmt == "csv":
+        header = ["path", "status", "label", "confidence"]
+        if top_k > 1:
+            for i in range(1, top_k + 1):
+                header += [f"label_{i}", f"score_{i}"]
+        w.writerow(header + ["error"])
+    for rec in records:
+        if rec["status"] != "ok":
+            errors += 1
+            on_error(rec)
+        if fmt == "jsonl":
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif fmt == "csv":
+            w.writerow(_csv_row(rec, top_k))
+            sys.stdout.flush()
+        else:
+            rows.append(rec)
+    if fmt == "table":
+        t = Table()
+        t.add_column("path", overflow="fold")
+        t.add_column("label")
+        t.add_column("confidence", justify="right")
+        if top_k > 1:
+            t.add_column(f"top {top_k}")
+        for rec in rows:
+            cells = [rec["path"], rec["label"] or f"[red]error: {rec['error']}[/]",
+                     "" if rec["confidence"] is None else f"{rec['confidence']:.4f}"]
+            if top_k > 1:
+                cells.append(", ".join(f"{e['label']} {e['score']:.3f}" for e in rec["top_k"]))
+            t.add_row(*cells)
+        stdout().print(t)
+    return errors

@@ -1,0 +1,126 @@
+"""tf.data pipelines: read, decode, resize, cache, shuffle, batch, augment, prefetch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgclass_cli._tf import keras, tf
+from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES, Augment
+from imgclass_cli.dataset import Sample
+
+
+def decode(contents, image_size: int):
+    """Bytes of a JPEG/PNG/GIF/BMP -> uint8 (image_size, image_size, 3). The one decoder of the project.
+
+    Grayscale and RGBA become RGB, a GIF gives its first frame; resizing is bilinear with antialiasing,
+    exactly like the Resizing layer inside every saved model.
+    """
+    t = tf()
+    img = t.io.decode_image(contents, channels=3, expand_animations=False, dtype=t.uint8)
+    img.set_shape([None, None, 3])
+    img = t.image.resize(img, [image_size, image_size], antialias=True)
+    return t.cast(t.clip_by_value(t.round(img), 0, 255), t.uint8)
+
+
+def augmentation(level: Augment, seed: int):
+    """Keras preprocessing layers applied to training batches only; None for Augment.none."""
+    if level == Augment.none:
+        return None
+    L = keras().layers
+    if level == Augment.light:
+        layers = [L.RandomFlip("horizontal", seed=seed), L.RandomRotation(0.05, seed=seed), L.RandomZoom(0.1, seed=seed)]
+    else:
+        layers = [
+            L.RandomFlip("horizontal", seed=seed),
+            L.RandomRotation(0.1, seed=seed),
+            L.RandomZoom(0.2, seed=seed),
+            L.RandomTranslation(0.1, 0.1, seed=seed),
+            L.RandomContrast(0.2, seed=seed),
+        ]
+    return keras().Sequential(layers, name=f"augment_{level.value}")
+
+
+def fits_in_memory(n_images: int, image_size: int) -> bool:
+    return n_images * image_size * image_size * 3 <= MEMORY_CACHE_LIMIT_BYTES
+
+
+@dataclass
+class PipelineSpec:
+    image_size: int
+    batch_size: int
+    seed: int = 42
+    augment: Augment = Augment.none
+
+
+def build(samples: list[Sample], spec: PipelineSpec, *, training: bool):
+    """A batched tf.data.Dataset of (float32 images 0-255, int labels).
+
+    Decoded images are cached in memory when they fit (so later epochs never decode again);
+    otherwise files stream from disk every epoch. Training data is reshuffled every epoch with the seed.
+    """
+    t = tf()
+    AUTOTUNE = t.data.AUTOTUNE
+    paths = [s.path for s in samples]
+    labels = np.array([s.label for s in samples], dtype=np.int32)
+    ds = t.data.Dataset.from_tensor_slices((paths, labels))
+    cache = fits_in_memory(len(samples), spec.image_size)
+    if training and not cache:
+        ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
+    size = spec.image_size
+    ds = ds.map(lambda p, y: (decode(t.io.read_file(p), size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+        if training:
+            ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(spec.batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=AUTOTUNE)
+    aug = augmentation(spec.augment, spec.seed) if training else None
+    if aug is not None:
+        ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+@dataclass
+class LoadedBatch:
+    paths: list[str]
+    images: np.ndarray | None  # (n_ok, size, size, 3) float32 of the readable files, in order
+    ok: list[bool]  # one per path
+    errors: list[str | None]  # one per path: None or the reason it could not be read
+
+
+def _load_one(path: str, image_size: int):
+    t = tf()
+    try:
+        with open(path, "rb") as f:
+            contents = f.read()
+        if not contents:
+            return None, "empty file"
+        return decode(t.constant(contents), image_size).numpy(), None
+    except OSError as e:
+        return None, e.strerror or str(e)
+    except (t.errors.InvalidArgumentError, t.errors.OpError) as e:
+        msg = str(getattr(e, "message", e)).strip().splitlines()[0]
+        return None, f"cannot decode image: {msg}"
+
+
+def iter_batches(paths: Iterable[str], image_size: int, batch_size: int, workers: int = 4) -> Iterator[LoadedBatch]:
+    """Decode paths in order, batch by batch, in bounded memory; unreadable files are reported, not raised."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        chunk: list[str] = []
+        for p in paths:
+            chunk.append(p)
+            if len(chunk) == batch_size:
+                yield _load_chunk(pool, chunk, image_size)
+                chunk = []
+        if chunk:
+            yield _load_chunk(pool, chunk, image_size)
+
+
+def _load_chunk(pool, chunk: list[str], image_size: int) -> LoadedBatch:
+    results = list(pool.map(lambda p: _load_one(p, image_size), chunk))
+    arrays = [a for a, _ in results if a is not None]
+    images = np.stack(arrays).astype(np.float32) if arrays else None
+    return LoadedBatch(chunk, images, [a is not None for a, _ in results], [e for _, e in results])

@@ -1,0 +1,64 @@
+"""Tiny generated image folders: each class has its own colour, so a small net learns it in a few epochs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+COLOURS = {"blue": (40, 60, 210), "green": (40, 190, 60), "red": (210, 50, 40)}
+
+
+def make_image(rng, colour, size=20) -> Image.Image:
+    base = np.array(colour, dtype=np.float32)
+    noise = rng.normal(0, 25, size=(size, size, 3))
+    arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def make_class_folders(root, per_class=16, seed=0, classes=COLOURS) -> str:
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        d = os.path.join(root, name)
+        os.makedirs(d, exist_ok=True)
+        for i in range(per_class):
+            img = make_image(rng, colour)
+            # A mix of formats, as real folders have.
+            if i % 3 == 0:
+                img.save(os.path.join(d, f"img{i:03d}.jpg"), quality=95)
+            else:
+                img.save(os.path.join(d, f"img{i:03d}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return make_class_folders(tmp_path_factory.mktemp("data"), per_class=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def test_dir(tmp_path_factory):
+    """Held-out images of the same classes (another seed)."""
+    return make_class_folders(tmp_path_factory.mktemp("heldout"), per_class=6, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_dir, runner):
+    """One small scratch run shared by the evaluate and predict tests."""
+    from imgclass_cli.cli import app
+
+    out = str(tmp_path_factory.mktemp("runs") / "run")
+    result = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "12",
+                                 "--augment", "none", "--out", out, "--quiet", "--learning-rate", "0.003"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from imgclass_cli import pipeline
+from imgclass_cli.config import Augment
+from imgclass_cli.dataset import Sample
+
+
+def _decode_file(path, size=8):
+    return pipeline.decode(open(path, "rb").read(), size).numpy()
+
+
+def test_decode_formats_to_rgb(tmp_path):
+    Image.new("L", (10, 6), 128).save(tmp_path / "g.png")
+    Image.new("RGBA", (10, 6), (10, 20, 30, 0)).save(tmp_path / "a.png")
+    Image.new("P", (10, 6)).save(tmp_path / "p.gif")
+    Image.new("RGB", (10, 6), (200, 0, 0)).save(tmp_path / "b.bmp")
+    frames = [Image.new("RGB", (6, 6), c) for c in ((0, 255, 0), (255, 0, 0))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    for name in ("g.png", "a.png", "p.gif", "b.bmp", "anim.gif"):
+        img = _decode_file(tmp_path / name)
+        assert img.shape == (8, 8, 3) and img.dtype == np.uint8, name
+    assert (_decode_file(tmp_path / "g.png") == 128).all()
+    assert tuple(_decode_file(tmp_path / "a.png")[0, 0]) == (10, 20, 30)
+    assert tuple(_decode_file(tmp_path / "b.bmp")[0, 0]) == (200, 0, 0)
+    g = _decode_file(tmp_path / "anim.gif")[0, 0]
+    assert g[1] > 200 and g[0] < 50  # the first frame
+
+
+def test_build_batches_and_shuffles_with_seed(tmp_path):
+    samples = []
+    for i in range(10):
+        Image.new("RGB", (12, 12), (i * 20, 0, 0)).save(tmp_path / f"{i}.png")
+        samples.append(Sample(str(tmp_path / f"{i}.png"), i % 2))
+    spec = pipeline.PipelineSpec(image_size=8, batch_size=4, seed=3, augment=Augment.none)
+    batches = list(pipeline.build(samples, spec, training=False))
+    assert [int(x.shape[0]) for x, _ in batches] == [4, 4, 2]
+    x, y = batches[0]
+    assert x.dtype.name == "float32" and float(x[1, 0, 0, 0]) == 20.0 and list(y.numpy()) == [0, 1, 0, 1]
+
+    def order():
+        return [int(v) for x, _ in pipeline.build(samples, spec, training=True) for v in x[:, 0, 0, 0].numpy() / 20]
+
+    first, second = order(), order()
+    assert sorted(first) == list(range(10)) and first == second
+
+
+def test_iter_batches_keeps_order_and_reports_errors(tmp_path):
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(tmp_path / "ok.png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "trunc.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    paths = [str(tmp_path / n) for n in ("ok.png", "empty.jpg", "missing.png", "trunc.jpg", "ok.png")]
+    batches = list(pipeline.iter_batches(paths, 4, batch_size=2))
+    assert [b.paths for b in batches] == [paths[:2], paths[2:4], paths[4:]]
+    ok = [o for b in batches for o in b.ok]
+    assert ok == [True, False, False, False, True]
+    errors = [e for b in batches for e in b.errors]
+    assert errors[1] == "empty file" and "No such file" in errors[2] and "decode" in errors[3]
