@@ -50,9 +50,11 @@ def compute_report(y_true, probs, class_names: list[str], top_ks=(1, 3, 5), extr
     p, r, f, s = M.precision_recall_fscore_support(y_true, y_pred, **kw)
     present = sorted(set(y_true.tolist()))
     topk = {}
+    ranked = np.argsort(-probs, axis=1, kind="stable") if len(y_true) else np.zeros((0, len(class_names)), int)
     for k in top_ks:
-        if k < len(class_names):
-            topk[f"top_{k}"] = float(M.top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+        if k < len(class_names):  # top-k with k >= the number of classes is always 1
+            hit = (ranked[:, :k] == y_true[:, None]).any(axis=1)
+            topk[f"top_{k}"] = float(hit.mean()) if len(y_true) else 0.0
     per_class = {
         name: ClassMetrics(float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, name in enumerate(class_names)
     }

@@ -22,7 +22,10 @@ def stderr() -> Console:
 
 
 def error(message: str) -> None:
-    stderr().print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # soft_wrap: one line however long, so scripts can grep it.
+    stderr().print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _fmt(v) -> str:
@@ -31,7 +34,8 @@ def _fmt(v) -> str:
 
 def _metric_line(logs: dict) -> str:
     keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
-    return "  ".join(f"{k} {logs[k]:.4f}" for k in keys)
+    short = {"accuracy": "acc", "val_accuracy": "val_acc"}
+    return " ".join(f"{short.get(k, k)} {logs[k]:.3f}" for k in keys)
 
 
 class StderrReporter:
@@ -63,7 +67,7 @@ class StderrReporter:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[metrics]}"), console=self.console,
         )
         self.progress.start()

@@ -18,3 +18,11 @@ def test_report_matches_hand_computed_values():
     assert r.top_k_accuracy["top_1"] == pytest.approx(4 / 6)
     d = r.to_dict()
     assert d["per_class"]["a"]["support"] == 2 and d["num_samples"] == 6
+
+
+def test_two_classes_and_missing_classes():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    r = compute_report([0, 1, 1], probs, ["ants", "bees"])
+    assert r.accuracy == pytest.approx(2 / 3) and r.top_k_accuracy == {"top_1": pytest.approx(2 / 3)}
+    only_one = compute_report([1, 1], probs[:2], ["ants", "bees"])
+    assert only_one.per_class["ants"].support == 0 and only_one.recall_macro == pytest.approx(0.5)
