@@ -35,6 +35,11 @@ class OnBadImage(str, Enum):
     fail = "fail"
 
 
+class ClassWeight(str, Enum):
+    none = "none"
+    auto = "auto"  # "balanced": n_samples / (n_classes * count(class)), scikit-learn's compute_class_weight
+
+
 class Example(str, Enum):
     digits = "digits"
 
@@ -61,6 +66,21 @@ class TrainConfig:
     seed: int = 42
     on_bad_image: OnBadImage = OnBadImage.skip
     out: str | None = None
+    # Optimisation (issue 4). weight_decay > 0 switches Adam to AdamW (decoupled decay).
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up from 0, then cosine decay to 0
+    class_weight: ClassWeight = ClassWeight.none
+    patience: int = 0  # early stopping on val_loss (best weights restored); 0 = off
+    resume: str | None = None  # a run directory (or its checkpoint) to continue
+    # Fine-tuning (issue 4): phase 2 unfreezes the top of the backbone; BatchNorm stays frozen.
+    unfreeze: int = 0  # top N backbone layers
+    unfreeze_from: str | None = None  # or: every layer from this one up
+    finetune_epochs: int = 5
+    finetune_lr_scale: float = 0.1
+    cache: bool = True  # train the head on cached backbone features (exact; --no-cache: the plain path)
+    aug_views: int = 1  # augmented views per image in the feature cache (with --augment)
+    cache_dir: str | None = None  # where an on-disk feature cache goes [default: next to --out]
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -72,6 +92,7 @@ class TrainConfig:
         cfg = cls(**{k: v for k, v in d.items() if k in names})
         cfg.augment = Augment(cfg.augment)
         cfg.on_bad_image = OnBadImage(cfg.on_bad_image)
+        cfg.class_weight = ClassWeight(cfg.class_weight)
         return cfg
 
 
@@ -124,3 +145,26 @@ class RunInfo:
     config: TrainConfig
     image_size: int
     extra: dict = field(default_factory=dict)
+
+
+# Data checks shared by prepare, train, finetune, evaluate and predict (verify.py).
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused before decoding (bounded memory); prepare --max-size
+MIN_IMAGE_SIDE = 4  # narrower or shorter images (a 1x1 tracking pixel) carry no class information
+SMALL_IMAGE_SIDE = 32  # reported by prepare as small, still used
+IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "Icon\r")  # system files ignored like hidden files
+MANIFEST = "manifest.csv"  # written by prepare; its presence makes a folder a prepared dataset
+PREPARE_INFO = "prepare.json"
+
+
+@dataclass
+class PrepareConfig:
+    val: float | None = None  # None: 0.1 for a folder of class folders; existing val/ folders are kept
+    test: float | None = None  # None: 0.1 for a folder of class folders; existing test/ folders are kept
+    seed: int = 42
+    copy: bool = False  # copy files instead of hardlinks (symlinks where hardlinks fail)
+    max_size: int | None = None  # write downscaled copies whose longer side is at most this
+    format: PrepareFormat = PrepareFormat.table
+
+
+PREPARE_DEFAULTS = PrepareConfig()
+DEFAULT_HOLDOUT = 0.1
