@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+from imgclass_cli.config import IGNORED_NAMES, MANIFEST
 from imgclass_cli.errors import ImgclassError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
@@ -27,16 +29,43 @@ def sniff_format(path: str) -> str | None:
             head = f.read(8)
     except OSError:
         return None
+    return sniff_bytes(head)
+
+
+def sniff_bytes(head: bytes) -> str | None:
     for magic, name in _SIGNATURES:
         if head.startswith(magic):
             return name
     return None
 
 
+def why_not_image(path: str) -> str:
+    """A one-phrase reason why sniff_format(path) is None: empty, unreadable, a symlink loop, another format."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (too many levels of symbolic links)"
+        return f"cannot read: {e.strerror or e}"
+    if size == 0:
+        return "empty file (0 bytes)"
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic) or (name == "WebP" and head[8:12] == b"WEBP"):
+            return f"unsupported image format {name} (imgclass reads JPEG, PNG, GIF and BMP)"
+    return "not an image (JPEG, PNG, GIF or BMP) by content"
+
+
+_OTHER_FORMATS = ((b"RIFF", "WebP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"\0\0\0\x0cjP", "JPEG 2000"),
+                  (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"))
+
+
 @dataclass
 class Sample:
     path: str
     label: int
+    orientation: int = 1  # EXIF orientation (1-8), applied by pipeline.decode
 
 
 @dataclass
@@ -46,6 +75,7 @@ class Dataset:
     splits: dict[str, list[Sample]]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     layout: str = "classes"  # "classes" or "splits"
+    verified: bool = False  # True when every sample was decode-checked already (a prepared folder's manifest)
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))
@@ -56,24 +86,48 @@ def _visible_dirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
+def is_ignored(name: str) -> bool:
+    """Hidden files (.DS_Store, ._x.jpg) and system files (Thumbs.db) are not data."""
+    return name.startswith(".") or name in IGNORED_NAMES
+
+
 def _walk_images(folder: str, skipped: list) -> list[str]:
-    """Image files under folder (recursively, no symlinked dirs, hidden entries ignored), sorted."""
+    """Image files under folder (recursively, symlinked dirs followed once, hidden entries ignored), sorted."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if is_ignored(d):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:  # a symlink loop or a second link to the same folder: walk it once
+                skipped.append((os.path.join(dirpath, d), f"symlink loop or repeated folder ({real}), not followed"))
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
-            if name.startswith("."):
+            if is_ignored(name):
                 continue
             p = os.path.join(dirpath, name)
             if sniff_format(p) is None:
-                skipped.append((p, "not an image (JPEG, PNG, GIF or BMP) by content"))
+                skipped.append((p, why_not_image(p)))
             else:
                 found.append(p)
     return found
 
 
 def _scan_classes(folder: str, skipped: list) -> dict[str, list[str]]:
-    return {c: _walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
+    classes = {c: _walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
+    for c, files in classes.items():
+        if not files:
+            skipped.append((os.path.join(folder, c), "class folder has no images, ignored"))
+    return classes
+
+
+def is_prepared(root: str) -> bool:
+    return os.path.isfile(os.path.join(root, MANIFEST))
 
 
 def detect_layout(root: str) -> str:
@@ -86,6 +140,10 @@ def detect_layout(root: str) -> str:
 def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int = 2) -> Dataset:
     """Scan a training folder. Without a val folder, split train stratified and seeded into train/val."""
     _check_root(root)
+    if is_prepared(root):
+        from imgclass_cli import manifest
+
+        return manifest.scan(root, val_split=val_split, seed=seed, min_classes=min_classes)
     skipped: list[tuple[str, str]] = []
     layout = detect_layout(root)
     if layout == "splits":
@@ -122,6 +180,10 @@ def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int 
 def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """Scan data to evaluate: a folder of class folders, or a split layout (the given split, else test, else val)."""
     _check_root(root)
+    if is_prepared(root):
+        from imgclass_cli import manifest
+
+        return manifest.scan_for_eval(root, split)
     skipped: list[tuple[str, str]] = []
     folder = root
     if detect_layout(root) == "splits":
