@@ -1,0 +1,40 @@
+"""The files `evaluate` writes beside metrics.json: misclassified.csv and confusion_matrix.png."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from imgclass_cli import plots, rundir
+
+MISCLASSIFIED = "misclassified.csv"
+MISCLASSIFIED_FIELDS = ["path", "true", "predicted", "confidence"]
+
+
+def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) -> list[dict]:
+    """Every wrong prediction, the most confident mistakes first (ties keep input order)."""
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=float)
+    if len(y_true) == 0:
+        return []
+    pred = probs.argmax(axis=1)
+    conf = probs[np.arange(len(pred)), pred]
+    wrong = np.flatnonzero(pred != y_true)
+    wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
+    return [
+        {"path": paths[i], "true": class_names[y_true[i]], "predicted": class_names[pred[i]],
+         "confidence": f"{conf[i]:.6f}"}
+        for i in wrong
+    ]
+
+
+def write(folder: str, evaluation, title: str = "") -> list[str]:
+    """Write misclassified.csv and confusion_matrix.png into folder; returns the paths written."""
+    report = evaluation.report
+    rows = misclassified_rows(evaluation.paths, evaluation.y_true, evaluation.probs, report.class_names)
+    csv_path = os.path.join(folder, MISCLASSIFIED)
+    rundir.write_text_atomic(csv_path, rundir.rows_to_csv(rows, MISCLASSIFIED_FIELDS))
+    png_path = plots.confusion_matrix(report.confusion_matrix, report.class_names,
+                                      os.path.join(folder, plots.CONFUSION_PNG), title=title)
+    return [csv_path, png_path]

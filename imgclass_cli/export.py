@@ -1,0 +1,276 @@
+"""Export a run's model as SavedModel, TFLite (float32/float16/int8) or .keras, with labels and a parity check.
+
+The exported graph starts *after* the model's Resizing layer: its input is a fixed
+(batch, image_size, image_size, 3) float32 of 0-255 RGB, decoded and resized by `pipeline.decode` exactly
+as `imgclass predict` does. That keeps the one resize of the project outside the graph (the antialiased resize
+is not a TFLite builtin op) and makes "same preprocessing" checkable: the parity check feeds the same arrays to
+the Keras model of the run and to the export and compares their top-1 predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from imgclass_cli import predictors, rundir
+from imgclass_cli.errors import GateFailed, ImgclassError
+
+FORMATS = ("savedmodel", "tflite", "keras")
+QUANTIZATIONS = ("float16", "int8")
+REPRESENTATIVE_IMAGES = 200  # int8 calibration: enough to settle activation ranges, a few seconds to run
+
+
+@dataclass
+class Parity:
+    images: int
+    agreement: float  # fraction of images whose top-1 class is the same as the run's Keras model
+    max_abs_diff: float  # largest probability difference over all images and classes
+    source: str  # where the images came from
+    min_agreement: float
+    passed: bool
+
+
+@dataclass
+class ExportResult:
+    out: str
+    format: str
+    quantize: str | None
+    model: str  # path of the model file or folder
+    bytes: int
+    image_size: int
+    class_names: list[str]
+    parity: Parity | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def default_out(run_path: str, fmt: str, quantize: str | None) -> str:
+    return os.path.join(run_path, "export", fmt + (f"-{quantize}" if quantize else ""))
+
+
+def _check_out(path: str, force: bool) -> None:
+    if not os.path.exists(path):
+        return
+    if not force:
+        raise ImgclassError(f"{path}: already exists; pass --force to replace it or choose another --out")
+    is_export = os.path.isdir(path) and os.path.exists(os.path.join(path, predictors.EXPORT_INFO))
+    if not is_export and (not os.path.isdir(path) or os.listdir(path)):
+        raise ImgclassError(f"{path}: exists and is not an imgclass export directory; refusing to replace it even with --force")
+
+
+# ---------------------------------------------------------------- images recorded in the run
+
+def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
+    """Absolute paths of the run's images of the first split in `splits` that has any (split.csv + config data)."""
+    split_file = os.path.join(info.path, rundir.SPLIT)
+    root = info.extra.get("data", "")
+    if not os.path.exists(split_file):
+        raise ImgclassError(f"{info.path}: no {rundir.SPLIT}; pass --data FOLDER with images to use")
+    with open(split_file, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for split in splits:
+        paths = [os.path.join(root, r["path"]) for r in rows if r["split"] == split]
+        if paths:
+            missing = [p for p in paths if not os.path.exists(p)]
+            if len(missing) == len(paths):
+                raise ImgclassError(
+                    f"the {split} images recorded in {split_file} are not under {root} any more "
+                    "(moved?); pass --data FOLDER with images to use"
+                )
+            return [p for p in paths if os.path.exists(p)], f"{split} split of {root}"
+    raise ImgclassError(f"{split_file}: no {' or '.join(splits)} images recorded; pass --data FOLDER")
+
+
+def folder_images(folder: str) -> tuple[list[str], str]:
+    from imgclass_cli.inference import expand_inputs
+
+    if not os.path.isdir(folder):
+        raise ImgclassError(f"{folder}: no such folder")
+    paths = list(expand_inputs([folder]))
+    if not paths:
+        raise ImgclassError(f"{folder}: no images found")
+    return paths, folder
+
+
+def sample(paths: list[str], n: int, seed: int) -> list[str]:
+    """n paths spread over the list (which is grouped by class), the same ones for the same seed."""
+    if n >= len(paths):
+        return list(paths)
+    picked = sorted(random.Random(seed).sample(range(len(paths)), n))
+    return [paths[i] for i in picked]
+
+
+def load_images(paths: list[str], image_size: int) -> np.ndarray:
+    """Decode with the project's one decoder (as predict does); unreadable files are left out."""
+    from imgclass_cli import pipeline
+
+    batches = [b.images for b in pipeline.iter_batches(paths, image_size, 64) if b.images is not None]
+    if not batches:
+        raise ImgclassError("none of the images for the parity check or calibration could be read")
+    return np.concatenate(batches)
+
+
+# ---------------------------------------------------------------- writers
+
+def serving_model(model):
+    """The run's model from its Resizing layer's output on: input (None, size, size, 3) float32 0-255."""
+    from imgclass_cli._tf import keras
+
+    try:
+        resize = model.get_layer("resize")
+    except ValueError:
+        raise ImgclassError("this model has no 'resize' layer; it was not built by imgclass") from None
+    return keras().Model(resize.output, model.output, name=f"{model.name}_serving")
+
+
+def write_savedmodel(model, image_size: int, path: str) -> None:
+    """A TF SavedModel whose serving_default signature maps `image` to `probabilities`."""
+    from imgclass_cli._tf import keras, tf
+
+    sub = serving_model(model)
+    archive = keras().export.ExportArchive()
+    archive.track(sub)
+    archive.add_endpoint(
+        name="serve",
+        fn=lambda image: {"probabilities": sub(image, training=False)},
+        input_signature=[tf().TensorSpec([None, image_size, image_size, 3], tf().float32, name="image")],
+    )
+    with predictors.quiet_native_stderr():
+        archive.write_out(path, verbose=False)
+
+
+def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.ndarray | None) -> bytes:
+    """Convert a SavedModel written by write_savedmodel.
+
+    float16: weights stored as float16, computed in float32 (half the size, same predictions to ~1e-4).
+    int8: full-integer quantization — int8 weights *and* activations, ranges calibrated on a representative sample
+    of the run's own training images — keeping float32 input and output tensors, so the model is fed the same
+    0-255 pixels as every other format and returns probabilities. Dynamic-range quantization (int8 weights only)
+    needs no calibration but computes in float; full-integer is what int8 accelerators and the fast int8 CPU
+    kernels run, and the parity check says whether calibration kept the predictions.
+    """
+    from imgclass_cli._tf import tf
+
+    t = tf()
+    conv = t.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    if quantize == "float16":
+        conv.optimizations = [t.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [t.float16]
+    elif quantize == "int8":
+        conv.optimizations = [t.lite.Optimize.DEFAULT]
+
+        def gen():
+            for i in range(len(representative)):
+                yield [representative[i:i + 1]]
+
+        conv.representative_dataset = gen
+        conv.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
+    with predictors.quiet_native_stderr():
+        try:
+            return conv.convert()
+        except Exception as e:
+            raise ImgclassError(f"TFLite conversion failed: {str(e).strip().splitlines()[0]}") from None
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+# ---------------------------------------------------------------- the command
+
+def export(run_path: str, fmt: str, *, quantize: str | None = None, out: str | None = None, force: bool = False,
+           parity_images: int = 100, min_agreement: float = 0.99, data: str | None = None,
+           seed: int | None = None, reporter=None) -> ExportResult:
+    """Write RUN's model as `fmt` into `out` (default RUN/export/FMT[-QUANTIZE]) with labels, export.json, parity."""
+    from imgclass_cli.training import library_versions
+
+    say = reporter.info if reporter is not None else (lambda m: None)
+    if fmt not in FORMATS:
+        raise ImgclassError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and fmt != "tflite":
+        raise ImgclassError(f"--quantize {quantize} applies to --format tflite only")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ImgclassError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZATIONS)}")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ImgclassError("--min-agreement is a fraction between 0 and 1")
+    out = out or default_out(run_path, fmt, quantize)
+    _check_out(out, force)
+
+    model, info = rundir.load(run_path)
+    size, names = info.image_size, info.class_names
+    seed = info.config.seed if seed is None else seed
+
+    representative = None
+    if quantize == "int8":
+        paths, source = folder_images(data) if data else recorded_images(info, ("train",))
+        paths = sample(paths, REPRESENTATIVE_IMAGES, seed)
+        say(f"calibrating int8 ranges on {len(paths)} images of the {source}")
+        representative = load_images(paths, size)
+
+    started = time.time()
+    with rundir.staged(out, force, check=_check_out) as tmp:
+        if fmt == "keras":
+            model_name = predictors.KERAS_FILE
+            shutil.copyfile(os.path.join(run_path, rundir.MODEL), os.path.join(tmp, model_name))
+        elif fmt == "savedmodel":
+            model_name = predictors.SAVEDMODEL_DIR
+            write_savedmodel(model, size, os.path.join(tmp, model_name))
+        else:
+            model_name = predictors.TFLITE_FILE
+            sm = os.path.join(tmp, ".saved_model")
+            write_savedmodel(model, size, sm)
+            with open(os.path.join(tmp, model_name), "wb") as f:
+                f.write(tflite_bytes(sm, quantize, representative))
+            shutil.rmtree(sm)
+        rundir.write_json_atomic(os.path.join(tmp, rundir.LABELS), list(names))
+        rundir.write_text_atomic(os.path.join(tmp, predictors.LABELS_TXT), "".join(f"{n}\n" for n in names))
+        meta = {
+            "format": fmt,
+            "quantize": quantize,
+            "model": model_name,
+            "image_size": size,
+            "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
+                      "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
+            if fmt != "keras" else {"name": "image", "shape": [None, None, None, 3], "dtype": "float32",
+                                    "values": "RGB 0-255, any size (the Resizing layer is inside)"},
+            "output": {"name": "probabilities", "shape": [None, len(names)], "dtype": "float32",
+                       "values": "softmax in labels.txt order"},
+            "labels": predictors.LABELS_TXT,
+            "class_names": list(names),
+            "source_run": os.path.abspath(run_path),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": library_versions(),
+        }
+        rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        say(f"wrote {fmt}{' ' + quantize if quantize else ''} in {time.time() - started:.1f}s")
+
+        parity = None
+        if parity_images > 0:
+            paths, source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
+            x = load_images(sample(paths, parity_images, seed + 1), size)
+            exported = predictors.load(tmp)
+            reference = model(x, training=False).numpy()
+            got = exported.predict(x)
+            agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
+            parity = Parity(len(x), agreement, float(np.abs(reference - got).max()), source, min_agreement,
+                            agreement >= min_agreement)
+            meta["parity"] = asdict(parity)
+            rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        if parity is not None and not parity.passed:
+            # Nothing is installed: a CI job must not ship an export that changes predictions.
+            raise GateFailed(
+                f"parity check failed: top-1 agreement {parity.agreement:.4f} on {parity.images} images is below "
+                f"--min-agreement {min_agreement:.4f} (short by {min_agreement - parity.agreement:.4f}); "
+                f"the export was not written. Try another --quantize or check --data"
+            )
+        files = sorted(os.listdir(tmp))
+    model_path = os.path.join(out, model_name)
+    return ExportResult(out, fmt, quantize, model_path, _size(model_path), size, list(names), parity, files)

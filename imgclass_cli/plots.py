@@ -1,0 +1,96 @@
+"""PNG figures of a run: the confusion matrix (counts and row-normalized) and the training curves.
+
+matplotlib with the Agg backend only: no display, no GUI toolkit, safe in CI and over ssh.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+CONFUSION_PNG = "confusion_matrix.png"
+CURVES_PNG = "training_curves.png"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    # Through a temporary name, like every other file of a run directory.
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "") -> str:
+    """Two panels side by side: counts, and rows normalized to 1 (per-class recall on the diagonal)."""
+    plt = _pyplot()
+    cm = np.asarray(matrix, dtype=float)
+    n = len(class_names)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    side = max(4.0, 0.45 * n + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    try:
+        for ax, data, fmt, name in ((axes[0], cm, "{:.0f}", "counts"), (axes[1], norm, "{:.2f}", "row-normalized")):
+            im = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(data.max(), 1e-9) if name == "counts" else 1)
+            ax.set_title(name)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 6 else 0)
+            ax.set_yticks(range(n), labels=class_names)
+            if n <= 30:  # beyond that the numbers are unreadable; the colours still tell the story
+                limit = data.max() / 2 if data.max() > 0 else 0.5
+                for i in range(n):
+                    for j in range(n):
+                        ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
+                                color="white" if data[i, j] > limit else "black")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        if title:
+            fig.suptitle(title)
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def training_curves(history: list[dict], path: str) -> str | None:
+    """Loss and accuracy per epoch (train and validation) from history rows; None when there is nothing to draw."""
+    if not history:
+        return None
+    plt = _pyplot()
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    try:
+        for ax, metric in zip(axes, ("loss", "accuracy")):
+            for key, style in ((metric, "-o"), (f"val_{metric}", "--o")):
+                values = [row.get(key) for row in history]
+                if any(v is not None for v in values):
+                    ax.plot(epochs, [np.nan if v is None else v for v in values], style, markersize=3,
+                            label="validation" if key.startswith("val_") else "train")
+            ax.set_title(metric)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_training_curves(history: list[dict], folder: str, warn=None) -> str | None:
+    """The hook training.run calls: a failed plot warns but never fails a finished training."""
+    try:
+        return training_curves(history, os.path.join(folder, CURVES_PNG))
+    except Exception as e:  # a plotting problem must not throw away a trained model
+        if warn is not None:
+            warn(f"could not draw the training curves: {e}")
+        return None
