@@ -221,3 +221,102 @@ def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -
             t.add_row(*cells)
         stdout().print(t)
     return errors
+
+
+def print_gates(results) -> None:
+    """One line per --fail-under gate on stderr: metric, value, threshold, pass or by how much it fell short."""
+    from rich.markup import escape
+
+    con = stderr()
+    for r in results:
+        verdict = "[green]ok[/]" if r.passed else f"[bold red]FAILED[/] (short by {r.shortfall:.4f})"
+        sign = ">=" if r.passed else "<"
+        con.print(f"gate {escape(r.gate.key)} {r.value:.4f} {sign} {r.gate.threshold:.4f} {verdict}", highlight=False)
+
+
+def print_export(result) -> None:
+    """What export wrote, and the parity check's top-1 agreement."""
+    t = Table(title=f"export {result.out}")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    t.add_row("format", result.format + (f" ({result.quantize})" if result.quantize else ""))
+    t.add_row("model", result.model)
+    t.add_row("size", f"{result.bytes / 1e6:.2f} MB")
+    t.add_row("input", f"(batch, {result.image_size}, {result.image_size}, 3) float32 0-255"
+              if result.format != "keras" else "(batch, any, any, 3) float32 0-255")
+    t.add_row("classes", str(len(result.class_names)))
+    p = result.parity
+    if p is None:
+        t.add_row("parity", "skipped (--parity 0)")
+    else:
+        t.add_row("parity images", f"{p.images} ({p.source})")
+        t.add_row("top-1 agreement", f"{p.agreement:.4f} (min {p.min_agreement:.2f})")
+        t.add_row("max prob. difference", f"{p.max_abs_diff:.2e}")
+    stdout().print(t)
+
+
+def print_prepare_report(report: dict, fmt: str) -> None:
+    """prepare's findings: counts per class and split, formats, sizes, then every problem with its file."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return
+    con = stdout()
+    splits = list(report["counts"])
+    t = Table(title=f"{report['images']} images in {len(report['classes'])} classes ({report['source']})")
+    t.add_column("class")
+    for s in splits:
+        t.add_column(s, justify="right")
+    t.add_column("total", justify="right")
+    for c in report["classes"]:
+        t.add_row(c, *(str(report["counts"][s].get(c, 0)) for s in splits), str(report["per_class"][c]))
+    t.add_row("all", *(str(sum(report["counts"][s].values())) for s in splits), str(report["images"]))
+    con.print(t)
+
+    s = Table(title="summary", show_header=False)
+    s.add_column("item")
+    s.add_column("value")
+    s.add_row("files looked at", str(report["files"]))
+    s.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
+    for fmt_name, paths in report.get("rare_formats", {}).items():
+        s.add_row(f"  {fmt_name} files", ", ".join(paths))
+    for dim in ("width", "height", "megapixels"):
+        st = report["sizes"].get(dim)
+        if st:
+            s.add_row(dim, f"min {st['min']}  median {st['median']}  max {st['max']}")
+    sm = report["small"]
+    s.add_row(f"small (< {sm['threshold']} px)", str(sm["count"]))
+    s.add_row("class imbalance (largest / smallest)", str(report["imbalance_ratio"]))
+    d = report["duplicates"]
+    s.add_row("exact duplicates", f"{len(d['within_class'])} within a class, {len(d['across_classes'])} across classes, "
+                                  f"{len(d['across_splits'])} across splits")
+    s.add_row("bad files (left out)", str(len(report["bad"])))
+    s.add_row("ignored (hidden, system, outside classes)", str(len(report["ignored"])))
+    dec = report.get("decode", {})
+    if dec.get("images_per_second"):
+        s.add_row("decode check", f"{dec['images']} files in {dec['seconds']:.1f}s ({dec['images_per_second']:.0f}/s)")
+    s.add_row("written", f"{report['out']}  ({', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links'}"
+                         f"{', %d downscaled copies' % report['downscaled'] if report.get('downscaled') else ''})")
+    con.print(s)
+
+    problems = [(b["path"], f"[red]bad[/]: {b['reason']}") for b in report["bad"]]
+    problems += [(p, "[yellow]empty class folder[/]") for p in report["empty_class_folders"]]
+    problems += [(" = ".join(g), "[yellow]same image in different classes (conflicting labels)[/]")
+                 for g in d["across_classes"]]
+    problems += [(" = ".join(g), "[yellow]same image in different splits (leakage)[/]") for g in d["across_splits"]]
+    problems += [(" = ".join(g), "duplicate within a class (kept in one split)") for g in d["within_class"]]
+    problems += [(m["path"], f"{m['content'].upper()} content with another extension (read by content)")
+                 for m in report["extension_mismatch"]]
+    problems += [(n["path"], n["note"]) for n in report["notes"]]
+    if problems:
+        p = Table(title="findings")
+        p.add_column("file", overflow="fold")
+        p.add_column("finding")
+        for path, what in problems:
+            p.add_row(escape(path), what)
+        con.print(p)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as _escape
+
+    return _escape(text)

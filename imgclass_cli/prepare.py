@@ -1,12 +1,16 @@
-"""prepare: write embedded example datasets as class folders (and, later, verify and split user data)."""
+"""prepare: check, split and link a user's image folder (manifest.csv), or write an embedded example dataset."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclass_cli import rundir
+from imgclass_cli import dataset, manifest, rundir, verify
+from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, PREPARE_INFO, SMALL_IMAGE_SIDE
 from imgclass_cli.errors import ImgclassError
 
 
@@ -49,3 +53,317 @@ def _is_digits_export(path: str) -> bool:
             return f.read().startswith("imgclass example")
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# prepare SRC OUT: look at every file once, split, link, write manifest.csv and prepare.json.
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Entry:
+    """One file found under SRC."""
+
+    source: str  # relative to SRC
+    cls: str
+    split: str | None  # from an existing train/val/test layout, else None until assigned
+    info: verify.FileInfo
+    out_path: str = ""  # relative to OUT
+
+
+@dataclass
+class PrepareResult:
+    report: dict
+    entries: list[Entry] = field(default_factory=list)
+
+
+def _collect(src: str) -> tuple[str, list[tuple[str | None, str, str]], list[tuple[str, str]], list[str], list[str]]:
+    """(layout, [(split, class, abs path)], [(path, reason)] non-images, ignored paths, empty class folders)."""
+    layout = dataset.detect_layout(src)
+    folders = []
+    if layout == "splits":
+        for d in dataset._visible_dirs(src):
+            if d in dataset.SPLIT_ALIASES:
+                folders.append((dataset.SPLIT_ALIASES[d], os.path.join(src, d)))
+    else:
+        folders.append((None, src))
+    files, skipped, ignored, empty = [], [], [], []
+    for split, folder in folders:
+        for cls in dataset._visible_dirs(folder):
+            cdir = os.path.join(folder, cls)
+            found = dataset._walk_images(cdir, skipped)
+            if not found:
+                empty.append(os.path.relpath(cdir, src))
+            files += [(split, cls, p) for p in found]
+        for dirpath, dirnames, filenames in os.walk(folder):
+            hidden = [n for n in filenames + dirnames if dataset.is_ignored(n)]
+            ignored += [os.path.relpath(os.path.join(dirpath, n), src) for n in hidden]
+            dirnames[:] = [d for d in dirnames if d not in hidden and not os.path.islink(os.path.join(dirpath, d))]
+            if dirpath == folder:  # files beside the class folders (a README) are not data
+                ignored += [os.path.relpath(os.path.join(dirpath, n), src) for n in filenames if n not in hidden]
+    return layout, files, skipped, sorted(set(ignored)), empty
+
+
+def _check_prepare_out(out: str, force: bool) -> None:
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        if not force:
+            raise ImgclassError(f"{out}: already exists and is not empty; pass --force or choose another folder")
+        if not os.path.isfile(os.path.join(out, PREPARE_INFO)):
+            raise ImgclassError(f"{out}: exists and is not a folder written by imgclass prepare; refusing to replace it")
+
+
+def _holdout_counts(n: int, val: float, test: float) -> tuple[int, int]:
+    """Per-class val/test sizes: fractions rounded half up, at least one image left for train."""
+    n_test = int(n * test + 0.5) if test else 0
+    n_val = int(n * val + 0.5) if val else 0
+    while n_test + n_val > n - 1 and (n_test or n_val):
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
+
+
+def _assign(groups: dict[str, list[Entry]], val: float, test: float, seed: int) -> None:
+    """Stratified, seeded split of duplicate groups (exact copies travel together) among those still without a split."""
+    from sklearn.model_selection import train_test_split
+
+    by_class: dict[str, list[str]] = {}
+    for sha, members in groups.items():
+        if members[0].split is None:
+            by_class.setdefault(members[0].cls, []).append(sha)
+    for cls in sorted(by_class):
+        keys = sorted(by_class[cls], key=lambda k: groups[k][0].source)
+        n_val, n_test = _holdout_counts(len(keys), val, test)
+        chosen = {"train": keys, "val": [], "test": []}
+        if n_test:
+            chosen["train"], chosen["test"] = train_test_split(keys, test_size=n_test, random_state=seed)
+        if n_val:
+            chosen["train"], chosen["val"] = train_test_split(chosen["train"], test_size=n_val, random_state=seed)
+        for split, ks in chosen.items():
+            for k in ks:
+                for e in groups[k]:
+                    e.split = split
+
+
+def _link(src: str, dst: str, copy: bool) -> str:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    if copy:
+        shutil.copyfile(src, dst)  # contents only: the source's metadata is left alone
+        return "copy"
+    try:
+        os.link(os.path.realpath(src), dst)
+        return "hardlink"
+    except OSError:
+        os.symlink(os.path.abspath(src), dst)
+        return "symlink"
+
+
+def _downscale(src: str, dst: str, info: verify.FileInfo, max_size: int) -> tuple[str, int, int]:
+    """A copy whose longer side is max_size (aspect kept, EXIF orientation applied, RGB); returns (path, w, h)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(src) as im:
+        if info.format == "jpeg":
+            im.draft("RGB", (max_size, max_size))  # DCT scaling: decode a large JPEG at 1/2..1/8 size
+        im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB")
+        im.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+        stem, _ = os.path.splitext(dst)
+        dst = stem + (".jpg" if info.format == "jpeg" else ".png")
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if info.format == "jpeg":
+            im.save(dst, "JPEG", quality=95)
+        else:
+            im.save(dst, "PNG")
+        return dst, im.width, im.height
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {}
+    v = sorted(values)
+    return {"min": v[0], "median": v[len(v) // 2], "max": v[-1]}
+
+
+def prepare(src: str, out: str, *, val: float | None = None, test: float | None = None, seed: int = 42,
+            copy: bool = False, max_size: int | None = None, force: bool = False, progress=None) -> PrepareResult:
+    """Check every file under SRC, split it, and write OUT: class folders of links (or copies), manifest.csv and
+    prepare.json. SRC is only read. `progress(done, total)` is called as files are checked."""
+    import time
+
+    from imgclass_cli import __version__
+
+    started = time.time()
+    dataset._check_root(src)
+    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
+    if out_abs == src_abs or out_abs.startswith(src_abs + os.sep) or src_abs.startswith(out_abs + os.sep):
+        raise ImgclassError(f"{out}: must be outside the source folder {src} (and not contain it)")
+    if dataset.is_prepared(src):
+        raise ImgclassError(f"{src}: is already a prepared folder (it has {MANIFEST}); use it directly")
+    _check_prepare_out(out, force)
+
+    layout, files, not_images, ignored, empty = _collect(src)
+    if not files and not not_images:
+        raise ImgclassError(f"{src}: no files found; expected one sub-folder of images per class")
+    existing = {s for s, _, _ in files if s}
+    if layout == "splits" and "train" not in existing:
+        raise ImgclassError(f"{src}: has val/test folders but no train/ images")
+    # An existing split is respected; missing splits are carved from train only when asked for explicitly.
+    if layout == "classes":
+        val_f = DEFAULT_HOLDOUT if val is None else val
+        test_f = DEFAULT_HOLDOUT if test is None else test
+    else:
+        val_f = 0.0 if "val" in existing or val is None else val
+        test_f = 0.0 if "test" in existing or test is None else test
+    if val_f + test_f >= 1:
+        raise ImgclassError(f"--val {val_f} + --test {test_f} leaves nothing to train on")
+
+    total = len(files)
+    done = [0]
+
+    def tick(_info):
+        done[0] += 1
+        if progress:
+            progress(done[0], total)
+
+    t0 = time.time()
+    infos = verify.check_files([p for _, _, p in files], on_done=tick)
+    decode_seconds = time.time() - t0
+    entries = [Entry(os.path.relpath(p, src), cls, split, info) for (split, cls, p), info in zip(files, infos)]
+    bad_entries = [Entry(os.path.relpath(p, src), _class_of(p, src, layout), None,
+                         verify.FileInfo(path=p, status="bad", reason=r)) for p, r in not_images]
+    ok = [e for e in entries if e.info.ok]
+
+    groups: dict[str, list[Entry]] = {}
+    for e in sorted(ok, key=lambda e: e.source):
+        groups.setdefault(e.info.sha256, []).append(e)
+    if layout == "splits":  # carve val/test out of train only
+        for e in ok:
+            if e.split == "train" and (val_f or test_f):
+                e.split = None
+    _assign(groups, val_f, test_f, seed)
+    for e in ok:
+        e.split = e.split or "train"  # a copy of an image already in val/ or test/ stays in train: reported as leakage
+
+    # Files in OUT: <split>/<class>/<path inside the class folder>; a clash (two sources -> one name) gets ~N.
+    taken: set[str] = set()
+    for e in sorted(ok, key=lambda e: e.source):
+        inner = _inner_path(e.source, layout)
+        target = os.path.join(e.split, e.cls, inner)
+        stem, ext = os.path.splitext(target)
+        n = 2
+        while target.lower() in taken:
+            target = f"{stem}~{n}{ext}"
+            n += 1
+        taken.add(target.lower())
+        e.out_path = target
+
+    link_kinds: Counter = Counter()
+    downscaled = 0
+    with rundir.staged(out, force, check=_check_prepare_out) as tmp:
+        for e in ok:
+            s = os.path.join(src, e.source)
+            dst = os.path.join(tmp, e.out_path)
+            if max_size and max(e.info.width, e.info.height) > max_size:
+                dst, _, _ = _downscale(s, dst, e.info, max_size)
+                e.out_path = os.path.relpath(dst, tmp)
+                e.info.orientation = 1  # applied in the copy
+                downscaled += 1
+            else:
+                link_kinds[_link(s, dst, copy)] += 1
+        rows = [_row(e) for e in sorted(entries + bad_entries, key=lambda e: e.source) if e.info.ok]
+        rows += [_row(e) for e in sorted(entries + bad_entries, key=lambda e: e.source) if not e.info.ok]
+        rundir.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows))
+        report = _report(src, out, layout, entries + bad_entries, groups, ignored, empty, val_f, test_f, seed)
+        report["decode"] = {"images": total, "seconds": round(decode_seconds, 3),
+                            "images_per_second": round(total / decode_seconds, 1) if decode_seconds > 0 else None}
+        report["links"] = dict(link_kinds)
+        report["downscaled"] = downscaled
+        report["seconds"] = round(time.time() - started, 3)
+        rundir.write_json_atomic(os.path.join(tmp, PREPARE_INFO), {
+            "imgclass_prepare": __version__, "source": src_abs,
+            "options": {"val": val_f, "test": test_f, "seed": seed, "copy": copy, "max_size": max_size},
+            "report": report,
+        })
+    return PrepareResult(report, entries + bad_entries)
+
+
+def _class_of(path: str, src: str, layout: str) -> str:
+    parts = os.path.relpath(path, src).split(os.sep)
+    i = 1 if layout == "splits" else 0
+    return parts[i] if len(parts) > i + 1 else ""
+
+
+def _inner_path(source: str, layout: str) -> str:
+    parts = source.split(os.sep)
+    return os.path.join(*parts[2:] if layout == "splits" else parts[1:])
+
+
+def _row(e: Entry) -> dict:
+    i = e.info
+    return {"path": e.out_path if i.ok else "", "class": e.cls, "split": (e.split or "") if i.ok else "",
+            "sha256": i.sha256, "width": i.width or "", "height": i.height or "", "status": i.status,
+            "reason": i.reason, "orientation": i.orientation if i.ok else "", "source": e.source}
+
+
+def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_f, test_f, seed) -> dict:
+    ok = [e for e in entries if e.info.ok]
+    classes = sorted({e.cls for e in ok})
+    counts = {s: {c: 0 for c in classes} for s in SPLITS}
+    for e in ok:
+        counts[e.split][e.cls] += 1
+    counts = {s: v for s, v in counts.items() if sum(v.values())}
+    per_class = Counter(e.cls for e in ok)
+    dup_class, dup_cross, dup_split = [], [], []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        paths = [m.source for m in members]
+        if len({m.cls for m in members}) > 1:
+            dup_cross.append(paths)
+        elif len(members) > 1:
+            dup_class.append(paths)
+        if len({m.split for m in members}) > 1:
+            dup_split.append([f"{m.split}: {m.source}" for m in members])
+    formats = Counter(e.info.format for e in ok)
+    by_format: dict[str, list[str]] = {}
+    for e in ok:
+        by_format.setdefault(e.info.format, []).append(e.source)
+    ext_ok = {"jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "png": (".png",), "gif": (".gif",), "bmp": (".bmp", ".dib")}
+    mismatch = [{"path": e.source, "content": e.info.format} for e in ok
+                if not e.source.lower().endswith(ext_ok.get(e.info.format, ()))]
+    notes = []
+    for e in ok:
+        i = e.info
+        if i.frames > 1:
+            notes.append({"path": e.source, "note": f"animated GIF ({i.frames} frames): the first frame is used"})
+        if i.orientation != 1:
+            notes.append({"path": e.source, "note": f"EXIF orientation {i.orientation}: turned upright when read"})
+        if i.mode not in ("RGB", "L", "P", "RGBA", "LA", "PA", "1", "RGBX"):
+            notes.append({"path": e.source, "note": f"{i.mode} image: converted to 8-bit RGB when read"})
+    small = [e.source for e in ok if min(e.info.width, e.info.height) < SMALL_IMAGE_SIDE]
+    return {
+        "source": os.path.abspath(src),
+        "out": os.path.abspath(out),
+        "layout": layout,
+        "classes": classes,
+        "files": len(entries),
+        "images": len(ok),
+        "counts": counts,
+        "per_class": {c: per_class[c] for c in classes},
+        "imbalance_ratio": round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None,
+        "split": {"val": val_f, "test": test_f, "seed": seed},
+        "formats": dict(sorted(formats.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rare_formats": {f: sorted(ps) for f, ps in by_format.items() if len(ps) <= 3 and len(by_format) > 1},
+        "extension_mismatch": mismatch,
+        "sizes": {"width": _stats([e.info.width for e in ok]), "height": _stats([e.info.height for e in ok]),
+                  "megapixels": _stats([round(e.info.width * e.info.height / 1e6, 3) for e in ok])},
+        "small": {"threshold": SMALL_IMAGE_SIDE, "count": len(small), "examples": small[:10]},
+        "bad": [{"path": e.source, "class": e.cls, "reason": e.info.reason} for e in entries if not e.info.ok],
+        "notes": notes,
+        "duplicates": {"within_class": dup_class, "across_classes": dup_cross, "across_splits": dup_split},
+        "empty_class_folders": empty,
+        "ignored": ignored,
+    }

@@ -1,0 +1,91 @@
+"""manifest.csv of a prepared folder: one row per source file (split, label, sha256, size, status) -> a Dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+from imgclass_cli import dataset
+from imgclass_cli.config import MANIFEST, PREPARE_INFO
+from imgclass_cli.errors import ImgclassError
+
+# path: the file inside the prepared folder (empty for bad files); source: the file relative to the source folder.
+COLUMNS = ["path", "class", "split", "sha256", "width", "height", "status", "reason", "orientation", "source"]
+
+
+def to_csv(rows: list[dict]) -> str:
+    from imgclass_cli.rundir import rows_to_csv
+
+    return rows_to_csv([{k: r.get(k, "") for k in COLUMNS} for r in rows], COLUMNS)
+
+
+def read(root: str) -> tuple[list[dict], dict]:
+    """(rows, prepare.json) of a prepared folder."""
+    path = os.path.join(root, MANIFEST)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ImgclassError(f"{path}: cannot read the manifest ({e})") from None
+    if rows and not {"path", "class", "split", "status"} <= set(rows[0]):
+        raise ImgclassError(f"{path}: not an imgclass manifest (needs path, class, split, status columns)")
+    try:
+        with open(os.path.join(root, PREPARE_INFO), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        info = {}
+    return rows, info
+
+
+def _source(info: dict, row: dict) -> str:
+    src = info.get("source")
+    return os.path.join(src, row["source"]) if src and row.get("source") else row.get("source") or row["path"]
+
+
+def _samples(root: str, rows: list[dict], split: str, index: dict[str, int]) -> list[dataset.Sample]:
+    out = []
+    for r in rows:
+        if r["status"] == "ok" and r["split"] == split and r["class"] in index:
+            p = os.path.join(root, r["path"])
+            if not os.path.exists(p):
+                raise ImgclassError(f"{p}: listed in {MANIFEST} but missing; run imgclass prepare again")
+            out.append(dataset.Sample(p, index[r["class"]], int(r.get("orientation") or 1)))
+    return out
+
+
+def _bad(info: dict, rows: list[dict]) -> list[tuple[str, str]]:
+    return [(_source(info, r), f"{r.get('reason') or 'bad file'} (found by prepare)") for r in rows if r["status"] != "ok"]
+
+
+def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int = 2) -> dataset.Dataset:
+    """The Dataset of a prepared folder: its train/val/test split, labels and bad-file list, nothing re-decoded."""
+    rows, info = read(root)
+    class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == "train"})
+    index = {c: i for i, c in enumerate(class_names)}
+    splits = {s: _samples(root, rows, s, index) for s in ("train", "val", "test")}
+    splits = {s: v for s, v in splits.items() if v or s == "train"}
+    unknown = sorted({r["class"] for r in rows if r["status"] == "ok" and r["class"] not in index})
+    if unknown:
+        raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {MANIFEST}")
+    dataset._check_classes(root, class_names, splits["train"], min_classes)
+    if "val" not in splits and val_split > 0:
+        splits["train"], splits["val"] = dataset.stratified_split(splits["train"], val_split, seed)
+    return dataset.Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),
+                           layout="prepared", verified=True)
+
+
+def scan_for_eval(root: str, split: str | None = None) -> dataset.Dataset:
+    """A prepared folder's split to evaluate on: the given one, else test, else val."""
+    rows, info = read(root)
+    present = {r["split"] for r in rows if r["status"] == "ok"}
+    chosen = dataset.SPLIT_ALIASES.get(split, split) if split else next((s for s in ("test", "val") if s in present), None)
+    if chosen not in present:
+        raise ImgclassError(f"{root}: the manifest has no {split or 'test or val'} images to evaluate on; "
+                            f"pass --split ({', '.join(sorted(present))})")
+    class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == chosen})
+    index = {c: i for i, c in enumerate(class_names)}
+    samples = _samples(root, rows, chosen, index)
+    # Bad files have no split (they never got one), so every command on a prepared folder reports all of them.
+    return dataset.Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": samples},
+                           skipped=_bad(info, rows), layout="prepared", verified=True)
