@@ -12,15 +12,19 @@ import typer
 from imgclass_cli import __version__
 from imgclass_cli.config import (
     EVAL_DEFAULTS,
+    EXPORT_DEFAULTS,
     FINETUNE_DEFAULTS,
     PREDICT_DEFAULTS,
     TRAIN_DEFAULTS,
     Augment,
     EvalFormat,
     Example,
+    ExportFormat,
     PredictFormat,
+    Quantize,
     TrainConfig,
 )
+from imgclass_cli.config import PREPARE_DEFAULTS, OnBadImage, PrepareFormat
 from imgclass_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, ImgclassError
 
 app = typer.Typer(
@@ -98,6 +102,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Se
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<command>-<timestamp>].", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="IMGCLASS_QUIET", help="No progress on stderr.")]
+BadImageOpt = Annotated[OnBadImage, typer.Option("--on-bad-image", envvar="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a warning naming the file, or fail at once (exit 2).")]
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool) -> None:
@@ -126,6 +131,7 @@ def train(
     out: OutOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    on_bad_image: BadImageOpt = TRAIN_DEFAULTS.on_bad_image,
 ):
     """Train a classifier from scratch on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -136,6 +142,7 @@ def train(
     cfg = TrainConfig(command="train", data=str(data), arch=arch, weights=weights, image_size=image_size, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, augment=augment, val_split=val_split,
                       dropout=dropout, seed=seed, out=str(out) if out else None)
+    cfg.on_bad_image = on_bad_image
     _train(cfg, force, quiet)
 
 
@@ -156,6 +163,7 @@ def finetune(
     out: OutOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
 ):
     """Fine-tune a pretrained backbone (frozen) with a new softmax head on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -163,6 +171,7 @@ def finetune(
     cfg = TrainConfig(command="finetune", data=str(data), arch=get_backbone(backbone).name, weights=weights,
                       image_size=image_size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       augment=augment, val_split=val_split, dropout=dropout, seed=seed, out=str(out) if out else None)
+    cfg.on_bad_image = on_bad_image
     _train(cfg, force, quiet)
 
 
@@ -175,66 +184,148 @@ def evaluate(
     run: RunArg,
     data: Annotated[Path, typer.Argument(help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
     split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
-    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar="IMGCLASS_FORMAT", help="Output on stdout.")] = EVAL_DEFAULTS.format,
-    output_file: Annotated[Optional[Path], typer.Option("--output", help="Write the metrics JSON here instead of RUN/metrics.json.", show_default=False)] = None,
+    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help="Output on stdout.")] = EVAL_DEFAULTS.format,
+    output_file: Annotated[Optional[Path], typer.Option("--output", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
+    fail_under: Annotated[Optional[str], typer.Option("--fail-under", envvar="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: top_k_accuracy.top_3, per_class.NAME.recall).", show_default=False)] = None,
     batch_size: BatchOpt = EVAL_DEFAULTS.batch_size,
     quiet: QuietOpt = False,
+    on_bad_image: BadImageOpt = EVAL_DEFAULTS.on_bad_image,
 ):
     """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
     import os
 
-    from imgclass_cli import inference, output, rundir
+    from imgclass_cli import evalfiles, gates, inference, output, rundir
 
-    ev = inference.evaluate(str(run), str(data), split=split, batch_size=batch_size)
+    # Parse the gates before the slow part, so a typo fails in a second, not after the evaluation.
+    gate_list = gates.parse(fail_under, rundir.read_info(str(run)).class_names) if fail_under is not None else []
+    ev = inference.evaluate(str(run), str(data), split=split, batch_size=batch_size, on_bad_image=on_bad_image,
+                            warn=output.StderrReporter(quiet=False).warn)
     report = ev.report.to_dict()
     target = str(output_file) if output_file else os.path.join(str(run), rundir.METRICS)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     rundir.write_json_atomic(target, report)
+    written = evalfiles.write(os.path.dirname(os.path.abspath(target)), ev, title=f"{run} on {data}")
     output.print_report(report, fmt.value, title=f"{run} on {data}")
     if not quiet:
-        output.stderr().print(f"wrote {target}", highlight=False, markup=False)
+        for path in [target, *written]:
+            output.stderr().print(f"wrote {path}", highlight=False, markup=False)
+    results = gates.check(report, gate_list)
+    if results and not quiet:
+        output.print_gates(results)
+    gates.enforce(results)
 
 
 @app.command()
 @handle_errors
 def predict(
-    run: RunArg,
+    run: Annotated[Path, typer.Argument(help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
     paths: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to report per image.")] = PREDICT_DEFAULTS.top_k,
-    fmt: Annotated[PredictFormat, typer.Option("--format", "-f", envvar="IMGCLASS_FORMAT", help="table, csv or jsonl (one record per image, input order).")] = PREDICT_DEFAULTS.format,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, envvar="IMGCLASS_TOP_K", help="Classes to report per image.")] = PREDICT_DEFAULTS.top_k,
+    fmt: Annotated[PredictFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"], help="table, csv or jsonl (one record per image, input order).")] = PREDICT_DEFAULTS.format,
     batch_size: BatchOpt = PREDICT_DEFAULTS.batch_size,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
+    on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
 ):
     """Predict the class of images with RUN; one record per image, in input order."""
-    from imgclass_cli import inference, output, rundir
+    from rich.markup import escape
 
-    info = rundir.read_info(str(run))
-    k = min(top_k, len(info.class_names))
+    from imgclass_cli import inference, output, predictors
+
+    k = min(top_k, len(predictors.resolve(str(run)).class_names))
     records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), top_k=k, batch_size=batch_size)
     con = output.stderr()
+    if on_bad_image == OnBadImage.fail:
+        from imgclass_cli.verify import fail_message
+
+        records = _stop_at_first_error(records, fail_message)
     errors = output.write_predictions(
         records, fmt.value, k,
-        on_error=lambda r: con.print(f"[yellow]Warning:[/] {r['path']}: {r['error']}", highlight=False),
+        on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
     )
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
 
 
+def _stop_at_first_error(records, fail_message):
+    for r in records:
+        if r["status"] != "ok":
+            raise ImgclassError(fail_message(r["path"], r["error"]))
+        yield r
+
+
+@app.command("export")
+@handle_errors
+def export_(
+    run: RunArg,
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="savedmodel (TF Serving), tflite (mobile, edge) or keras.")] = EXPORT_DEFAULTS.format,
+    quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="tflite only: float16 (half size), int8 (full-integer, calibrated on the run's training images).", show_default=False)] = EXPORT_DEFAULTS.quantize,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Export directory [default: RUN/export/FORMAT[-QUANTIZE]].", show_default=False)] = None,
+    parity: Annotated[int, typer.Option("--parity", min=0, metavar="N", help="Compare top-1 of the export and the Keras model on N images (0: skip).")] = EXPORT_DEFAULTS.parity,
+    min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Fail (exit 3, nothing written) below this top-1 agreement.")] = EXPORT_DEFAULTS.min_agreement,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Images for the parity check and int8 calibration [default: the run's recorded val and train images].", show_default=False)] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
+    from imgclass_cli import export, output
+
+    reporter = output.StderrReporter(quiet=quiet)
+    result = export.export(str(run), fmt.value, quantize=quantize.value if quantize else None, out=str(out) if out else None,
+                           force=force, parity_images=parity, min_agreement=min_agreement,
+                           data=str(data) if data else None, reporter=reporter)
+    output.print_export(result)
+
+
 @app.command()
 @handle_errors
 def prepare(
-    out: Annotated[Path, typer.Argument(help="Folder to write.", show_default=False)],
-    example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
-    seed: SeedOpt = TRAIN_DEFAULTS.seed,
+    src: Annotated[Path, typer.Argument(help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Argument(help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
+    val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
+    test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
+    seed: SeedOpt = PREPARE_DEFAULTS.seed,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (symlinks where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
+    max_size: Annotated[Optional[int], typer.Option("--max-size", min=8, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
+    fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
+    example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
+    from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].", show_default=False)] = None,
     force: ForceOpt = False,
+    quiet: QuietOpt = False,
 ):
-    """Write a dataset as class folders: an embedded example (--example digits)."""
+    """Check every image of SRC, split it and write OUT (imgclass prepare SRC OUT); or write an example dataset
+    (--example digits OUT) or a tensorflow-datasets dataset (--from-tfds NAME OUT) as class folders."""
     from imgclass_cli import output, prepare as prep
 
-    if example is None:
-        raise ImgclassError("pass --example digits")
-    counts = prep.write_digits(str(out), seed=seed, force=force)
-    output.stdout().print(f"wrote {counts['train']} train and {counts['test']} test images of 10 digit classes to {out}",
-                          highlight=False, markup=False)
+    if example is not None or from_tfds is not None:
+        if out is not None:
+            raise ImgclassError("with --example or --from-tfds pass only OUT, not SRC OUT")
+        if example is not None and from_tfds is not None:
+            raise ImgclassError("pass --example or --from-tfds, not both")
+        target = str(src)
+        if example is not None:
+            counts = prep.write_digits(target, seed=seed, force=force)
+            what = "10 digit classes"
+        else:
+            from imgclass_cli import tfds_export
+
+            counts, names = tfds_export.export(from_tfds, target, data_dir=str(data_dir) if data_dir else None, force=force)
+            what = f"{len(names)} classes of {from_tfds}"
+        parts = " and ".join(f"{n} {s}" for s, n in counts.items())
+        output.stdout().print(f"wrote {parts} images of {what} to {target}", highlight=False, markup=False)
+        return
+    if out is None:
+        raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
+    progress = None if quiet else output.count_progress("checking")
+    try:
+        result = prep.prepare(str(src), str(out), val=val, test=test, seed=seed, copy=copy, max_size=max_size,
+                              force=force, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    output.print_prepare_report(result.report, fmt.value)
+    if not quiet:
+        output.stderr().print(f"wrote {out}/manifest.csv", highlight=False, markup=False)
 
 
 @app.command()

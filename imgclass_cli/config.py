@@ -120,6 +120,28 @@ class EvalConfig:
 
 EVAL_DEFAULTS = EvalConfig()
 
+
+class ExportFormat(str, Enum):
+    savedmodel = "savedmodel"
+    tflite = "tflite"
+    keras = "keras"
+
+
+class Quantize(str, Enum):
+    float16 = "float16"
+    int8 = "int8"
+
+
+@dataclass
+class ExportConfig:
+    format: ExportFormat = ExportFormat.tflite
+    quantize: Quantize | None = None
+    parity: int = 100  # images compared between the export and the Keras model; 0 skips the check
+    min_agreement: float = 0.99  # top-1 agreement below this fails the export (exit 3)
+
+
+EXPORT_DEFAULTS = ExportConfig()
+
 # Estimated decoded-image bytes above which the pipeline streams from disk instead of caching in memory.
 MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3
 

@@ -65,14 +65,17 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
 
 
 def predict(run_path: str, paths: Iterable[str], *, top_k: int = 1, batch_size: int = 32) -> Iterator[dict]:
-    """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason."""
-    from imgclass_cli import pipeline
+    """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason.
 
-    model, info = rundir.load(run_path)
-    names = info.class_names
+    run_path: a run directory, an export directory or a .tflite file (see predictors.py).
+    """
+    from imgclass_cli import pipeline, predictors
+
+    predictor = predictors.load(run_path)
+    names = predictor.class_names
     k = max(1, min(top_k, len(names)))
-    for batch in pipeline.iter_batches(paths, info.image_size, batch_size):
-        probs = model(batch.images, training=False).numpy() if batch.images is not None else None
+    for batch in pipeline.iter_batches(paths, predictor.image_size, batch_size):
+        probs = predictor.predict(batch.images) if batch.images is not None else None
         j = 0
         for path, ok, err in zip(batch.paths, batch.ok, batch.errors):
             if not ok:
