@@ -106,6 +106,7 @@ class PredictConfig:
     batch_size: int = 32
     format: PredictFormat = PredictFormat.table
     strict: bool = False
+    on_bad_image: OnBadImage = OnBadImage.skip  # skip: an error record and a warning; fail: stop at the first
 
 
 PREDICT_DEFAULTS = PredictConfig()
@@ -116,6 +117,7 @@ class EvalConfig:
     batch_size: int = 32
     format: EvalFormat = EvalFormat.table
     split: str | None = None  # for a train/val/test folder: test if present, else val
+    on_bad_image: OnBadImage = OnBadImage.skip
 
 
 EVAL_DEFAULTS = EvalConfig()

@@ -21,12 +21,17 @@ class Evaluation:
     probs: np.ndarray
 
 
-def evaluate(run_path: str, data_path: str, *, split: str | None = None, batch_size: int = 32) -> Evaluation:
+def evaluate(run_path: str, data_path: str, *, split: str | None = None, batch_size: int = 32,
+             on_bad_image: str = "skip", warn=None) -> Evaluation:
     from imgclass_cli import pipeline
     from imgclass_cli.training import predict_probs
 
     info = rundir.read_info(run_path)
     data = dataset.scan_for_eval(data_path, split)
+    from imgclass_cli import verify
+
+    # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
+    data = verify.screen(data, on_bad_image, warn or (lambda m: None))
     known = {name: i for i, name in enumerate(info.class_names)}
     unknown = [c for c in data.class_names if c not in known]
     if unknown:
@@ -34,7 +39,7 @@ def evaluate(run_path: str, data_path: str, *, split: str | None = None, batch_s
             f"{data.root}: class folder(s) {', '.join(unknown)} are not classes of this model "
             f"({', '.join(info.class_names)}); evaluate only on the classes the model was trained on"
         )
-    samples = [dataset.Sample(s.path, known[data.class_names[s.label]]) for s in data.splits["eval"]]
+    samples = [dataset.Sample(s.path, known[data.class_names[s.label]], s.orientation) for s in data.splits["eval"]]
     model, info = rundir.load(run_path)
     spec = pipeline.PipelineSpec(info.image_size, batch_size)
     y, probs = predict_probs(model, pipeline.build(samples, spec, training=False))

@@ -57,7 +57,7 @@ class StderrReporter:
             self.console.print(message, highlight=False, markup=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
 
     def train_begin(self, epochs: int, steps: int) -> None:
         self.epochs, self.steps = epochs, steps
@@ -320,3 +320,30 @@ def escape(text: str) -> str:
     from rich.markup import escape as _escape
 
     return _escape(text)
+
+
+class count_progress:
+    """A file-count progress bar on stderr (a terminal only); call it as progress(done, total), then close()."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.console = stderr()
+        self.progress = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn(self.description), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=total)
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

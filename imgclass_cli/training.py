@@ -88,8 +88,10 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False) -> Trai
     out = config.out or rundir.default_out(config.command)
     rundir.check_out(out, force)
     data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
-    for path, reason in data.skipped:
-        reporter.warn(f"skipping {path}: {reason}")
+    from imgclass_cli import verify
+
+    # Decode-check every file before fit (a prepared folder's manifest already did): never a decode error mid-epoch.
+    data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2)
     image_size = models.resolve_image_size(config.arch, config.image_size)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
