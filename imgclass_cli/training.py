@@ -81,8 +81,9 @@ def predict_probs(model, ds) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def run(config: TrainConfig, reporter: Reporter, *, force: bool = False) -> TrainResult:
-    from imgclass_cli import models, pipeline
+def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
+    """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`)."""
+    from imgclass_cli import models, pipeline, plots
 
     started = time.time()
     out = config.out or rundir.default_out(config.command)
@@ -122,7 +123,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False) -> Trai
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
         fit = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=0,
-                        callbacks=[_keras_callback(reporter, config.epochs, steps)])
+                        callbacks=[_keras_callback(reporter, config.epochs, steps), *(callbacks or [])])
     except tf().errors.InvalidArgumentError as e:
         raise ImgclassError(f"an image could not be decoded during training: {e.message.splitlines()[0]}") from None
     history = [
@@ -160,4 +161,5 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False) -> Trai
     }
     with rundir.staged(out, force) as tmp:
         rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None, split_rows)
+        plots.save_training_curves(history, tmp, reporter.warn)
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
