@@ -262,7 +262,7 @@ def print_prepare_report(report: dict, fmt: str) -> None:
         return
     con = stdout()
     splits = list(report["counts"])
-    t = Table(title=f"{report['images']} images in {len(report['classes'])} classes ({report['source']})")
+    t = Table(title=f"{report['images']} images, {len(report['classes'])} classes")
     t.add_column("class")
     for s in splits:
         t.add_column(s, justify="right")
@@ -275,6 +275,7 @@ def print_prepare_report(report: dict, fmt: str) -> None:
     s = Table(title="summary", show_header=False)
     s.add_column("item")
     s.add_column("value")
+    s.add_row("source", report["source"])
     s.add_row("files looked at", str(report["files"]))
     s.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
     for fmt_name, paths in report.get("rare_formats", {}).items():

@@ -128,6 +128,11 @@ def check_files(paths: Iterable[str], *, decode: bool = True, digest: bool = Tru
     """check_file over many paths in parallel threads (TF and Pillow release the GIL), results in input order."""
     paths = list(paths)
     workers = workers or min(4, os.cpu_count() or 1)
+    if decode and paths:
+        from imgclass_cli import pipeline  # noqa: F401 - import TensorFlow once, before the threads race to do it
+        from imgclass_cli._tf import tf
+
+        tf()
     out = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for info in pool.map(lambda p: check_file(p, decode=decode, digest=digest), paths):
