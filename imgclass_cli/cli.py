@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -102,14 +103,23 @@ SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Se
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<command>-<timestamp>].", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="IMGCLASS_QUIET", help="No progress on stderr.")]
+TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", envvar="IMGCLASS_TENSORBOARD", help="Write TensorBoard logs (RUN/tensorboard when done).")]
 BadImageOpt = Annotated[OnBadImage, typer.Option("--on-bad-image", envvar="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a warning naming the file, or fail at once (exit 2).")]
 
 
-def _train(cfg: TrainConfig, force: bool, quiet: bool) -> None:
-    from imgclass_cli import output, training
+def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
+    from imgclass_cli import output, plots, rundir, training
 
     reporter = output.StderrReporter(quiet=quiet)
-    result = training.run(cfg, reporter, force=force)
+    callbacks, logdir = [], None
+    if tensorboard:
+        cfg.out = cfg.out or rundir.default_out(cfg.command)
+        logdir = plots.tensorboard_logdir(cfg.out)
+        callbacks.append(plots.tensorboard_callback(logdir))
+        reporter.info(f"TensorBoard logs in {logdir} (tensorboard --logdir {os.path.dirname(logdir)})")
+    result = training.run(cfg, reporter, force=force, callbacks=callbacks)
+    if logdir:
+        plots.move_tensorboard_logs(logdir, result.out)
     output.print_train_summary(result, quiet)
     reporter.info(f"saved {result.out}")
 
@@ -132,6 +142,7 @@ def train(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = TRAIN_DEFAULTS.on_bad_image,
+    tensorboard: TensorboardOpt = False,
 ):
     """Train a classifier from scratch on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -143,7 +154,7 @@ def train(
                       batch_size=batch_size, learning_rate=learning_rate, augment=augment, val_split=val_split,
                       dropout=dropout, seed=seed, out=str(out) if out else None)
     cfg.on_bad_image = on_bad_image
-    _train(cfg, force, quiet)
+    _train(cfg, force, quiet, tensorboard)
 
 
 @app.command()
@@ -164,6 +175,7 @@ def finetune(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
+    tensorboard: TensorboardOpt = False,
 ):
     """Fine-tune a pretrained backbone (frozen) with a new softmax head on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -172,7 +184,7 @@ def finetune(
                       image_size=image_size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       augment=augment, val_split=val_split, dropout=dropout, seed=seed, out=str(out) if out else None)
     cfg.on_bad_image = on_bad_image
-    _train(cfg, force, quiet)
+    _train(cfg, force, quiet, tensorboard)
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run directory written by train or finetune.", show_default=False)]

@@ -94,3 +94,70 @@ def save_training_curves(history: list[dict], folder: str, warn=None) -> str | N
         if warn is not None:
             warn(f"could not draw the training curves: {e}")
         return None
+
+
+# ---------------------------------------------------------------- TensorBoard (`train/finetune --tensorboard`)
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_logdir(out: str) -> str:
+    """Where the logs go while training, beside the run (like its checkpoint): the run folder appears only when
+    complete. Watch them live with `tensorboard --logdir runs/`; at the end they move to RUN/tensorboard."""
+    out = os.path.abspath(out)
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tensorboard")
+
+
+def tensorboard_callback(logdir: str):
+    """Per-epoch scalars in TensorBoard's layout (logdir/train, logdir/validation, tags epoch_loss, epoch_accuracy).
+
+    Written with core `tf.summary.write` rather than keras.callbacks.TensorBoard, which needs the separate
+    `tensorboard` package even to write logs; viewing them needs it (`pip install tensorboard`), training does not.
+    """
+    import shutil
+
+    from tensorflow.core.framework import summary_pb2
+
+    from imgclass_cli._tf import keras, tf
+
+    t = tf()
+    shutil.rmtree(logdir, ignore_errors=True)  # a leftover of an interrupted run would mix two trainings
+    scalar = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+                                         data_class=summary_pb2.DATA_CLASS_SCALAR)
+
+    class _Scalars(keras().callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.writers = {}
+            self.step = 0  # counts across fits, so a second phase continues the curves
+
+        def _writer(self, name):
+            if name not in self.writers:
+                self.writers[name] = t.summary.create_file_writer(os.path.join(logdir, name))
+            return self.writers[name]
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                name, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+                with self._writer(name).as_default():
+                    t.summary.write(f"epoch_{tag}", t.constant(float(value)), step=self.step, metadata=scalar)
+            self.step += 1
+            for w in self.writers.values():
+                w.flush()
+
+        def on_train_end(self, logs=None):
+            for w in self.writers.values():
+                w.flush()
+
+    return _Scalars()
+
+
+def move_tensorboard_logs(logdir: str, out: str) -> str | None:
+    import shutil
+
+    if not os.path.isdir(logdir):
+        return None
+    dest = os.path.join(out, TENSORBOARD_DIR)
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.move(logdir, dest)
+    return dest
