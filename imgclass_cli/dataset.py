@@ -101,7 +101,9 @@ def _walk_images(folder: str, skipped: list) -> list[str]:
             if is_ignored(d):
                 continue
             real = os.path.realpath(os.path.join(dirpath, d))
-            if real in seen:  # a symlink loop or a second link to the same folder: walk it once
+            here = os.path.realpath(dirpath)
+            if real in seen or here == real or here.startswith(real.rstrip(os.sep) + os.sep):
+                # a link to an ancestor (a loop) or a second link to the same folder: walk it once
                 skipped.append((os.path.join(dirpath, d), f"symlink loop or repeated folder ({real}), not followed"))
                 continue
             seen.add(real)
