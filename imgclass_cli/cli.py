@@ -18,6 +18,7 @@ from imgclass_cli.config import (
     PREDICT_DEFAULTS,
     TRAIN_DEFAULTS,
     Augment,
+    ClassWeight,
     EvalFormat,
     Example,
     ExportFormat,
@@ -105,6 +106,19 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="IMGCLASS_QUIET", help="No progress on stderr.")]
 TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", envvar="IMGCLASS_TENSORBOARD", help="Write TensorBoard logs (RUN/tensorboard when done).")]
 BadImageOpt = Annotated[OnBadImage, typer.Option("--on-bad-image", envvar="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a warning naming the file, or fail at once (exit 2).")]
+# Training quality and fine-tuning (issue 4); defaults from config.py.
+WdOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Decoupled weight decay (AdamW) on kernels; 0 = plain Adam.")]
+SmoothOpt = Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.5, help="Label smoothing of the cross-entropy.")]
+WarmupOpt = Annotated[float, typer.Option("--warmup-epochs", min=0.0, help="Linear learning-rate warm-up before the cosine decay.")]
+ClassWeightOpt = Annotated[ClassWeight, typer.Option("--class-weight", help="auto: weight classes n/(k*count) (balanced) for imbalanced folders.")]
+PatienceOpt = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without a better val loss and keep the best weights; 0 = off.")]
+ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run (its --out folder) with its saved options.", show_default=False)]
+
+
+def _quality(cfg: TrainConfig, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume) -> TrainConfig:
+    cfg.weight_decay, cfg.label_smoothing, cfg.warmup_epochs = weight_decay, label_smoothing, warmup_epochs
+    cfg.class_weight, cfg.patience, cfg.resume = class_weight, patience, str(resume) if resume else None
+    return cfg
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
@@ -143,6 +157,12 @@ def train(
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = TRAIN_DEFAULTS.on_bad_image,
     tensorboard: TensorboardOpt = False,
+    weight_decay: WdOpt = TRAIN_DEFAULTS.weight_decay,
+    label_smoothing: SmoothOpt = TRAIN_DEFAULTS.label_smoothing,
+    warmup_epochs: WarmupOpt = TRAIN_DEFAULTS.warmup_epochs,
+    class_weight: ClassWeightOpt = TRAIN_DEFAULTS.class_weight,
+    patience: PatienceOpt = TRAIN_DEFAULTS.patience,
+    resume: ResumeOpt = None,
 ):
     """Train a classifier from scratch on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -154,6 +174,7 @@ def train(
                       batch_size=batch_size, learning_rate=learning_rate, augment=augment, val_split=val_split,
                       dropout=dropout, seed=seed, out=str(out) if out else None)
     cfg.on_bad_image = on_bad_image
+    _quality(cfg, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume)
     _train(cfg, force, quiet, tensorboard)
 
 
@@ -176,6 +197,19 @@ def finetune(
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
     tensorboard: TensorboardOpt = False,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers (BatchNorm stays frozen).")] = FINETUNE_DEFAULTS.unfreeze,
+    unfreeze_from: Annotated[Optional[str], typer.Option("--unfreeze-from", help="Phase 2: train every backbone layer from this one (a Keras layer name) up.", show_default=False)] = FINETUNE_DEFAULTS.unfreeze_from,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of phase 2 (with --unfreeze/--unfreeze-from).")] = FINETUNE_DEFAULTS.finetune_epochs,
+    finetune_lr_scale: Annotated[float, typer.Option("--finetune-lr-scale", min=0.0, help="Phase 2 learning rate = --learning-rate times this.")] = FINETUNE_DEFAULTS.finetune_lr_scale,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Run the frozen backbone once and train on its cached outputs (exact; much faster).")] = FINETUNE_DEFAULTS.cache,
+    aug_views: Annotated[int, typer.Option("--aug-views", min=1, help="With --augment and the cache: augmented views cached per image.")] = FINETUNE_DEFAULTS.aug_views,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Folder for a feature cache too big for memory [default: beside --out].", show_default=False)] = None,
+    weight_decay: WdOpt = FINETUNE_DEFAULTS.weight_decay,
+    label_smoothing: SmoothOpt = FINETUNE_DEFAULTS.label_smoothing,
+    warmup_epochs: WarmupOpt = FINETUNE_DEFAULTS.warmup_epochs,
+    class_weight: ClassWeightOpt = FINETUNE_DEFAULTS.class_weight,
+    patience: PatienceOpt = FINETUNE_DEFAULTS.patience,
+    resume: ResumeOpt = None,
 ):
     """Fine-tune a pretrained backbone (frozen) with a new softmax head on DATA."""
     from imgclass_cli.backbones import get_backbone
@@ -184,6 +218,9 @@ def finetune(
                       image_size=image_size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       augment=augment, val_split=val_split, dropout=dropout, seed=seed, out=str(out) if out else None)
     cfg.on_bad_image = on_bad_image
+    cfg.unfreeze, cfg.unfreeze_from, cfg.finetune_epochs, cfg.finetune_lr_scale = unfreeze, unfreeze_from, finetune_epochs, finetune_lr_scale
+    cfg.cache, cfg.aug_views, cfg.cache_dir = cache, aug_views, str(cache_dir) if cache_dir else None
+    _quality(cfg, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume)
     _train(cfg, force, quiet, tensorboard)
 
 

@@ -1,0 +1,189 @@
+"""Exact feature cache: run the frozen part of a classifier once, then train the rest on its outputs.
+
+A frozen backbone called with training=False gives the same output for the same input, so computing it
+every epoch is redundant. Phase 1 trains dropout + classifier on the pooled backbone features; phase 2
+trains the unfrozen top of the backbone (plus the head) on the cached activations of the last frozen layer.
+Without augmentation this is the same computation as the plain path, batch for batch (tested); with
+augmentation, `--aug-views K` augmented views of each image are cached and every epoch draws from them.
+The cache lives in memory when it fits, else in .npy files on disk (memory-mapped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgclass_cli._tf import keras, tf
+from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES
+
+
+@dataclass
+class FeatureCache:
+    arrays: list[np.ndarray]  # one per input of the trainable part; first axis: views * images
+    labels: np.ndarray
+    n_images: int
+    views: int
+    folder: str | None = None  # on-disk cache (memory-mapped .npy files), or None in memory
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.size * a.itemsize for a in self.arrays)
+
+    def close(self) -> None:
+        if self.folder:
+            self.arrays = []
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def estimate_bytes(n: int, shapes: list[tuple]) -> int:
+    return n * sum(math.prod(s) for s in shapes) * 4
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def split_backbone(base, top_layers: list):
+    """(trunk, top): base == top(trunk(x)); the cut is every tensor a top layer takes from below it."""
+    K = keras()
+    ids = {id(layer) for layer in top_layers}
+    cut = []
+    for layer in top_layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                if id(t._keras_history.operation) not in ids and not any(t is c for c in cut):
+                    cut.append(t)
+    trunk = K.Model(base.input, cut, name="trunk")
+    top = K.Model(cut if len(cut) > 1 else cut[0], base.output, name="top")
+    return trunk, top
+
+
+def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder: str | None = None) -> tuple[list, np.ndarray]:
+    """Run fn over (x, y) batches into preallocated arrays (np.memmap files in `folder` when given)."""
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        arrays = [np.lib.format.open_memmap(os.path.join(folder, f"x{i}.npy"), mode="w+", dtype=np.float32,
+                                            shape=(n_total, *s)) for i, s in enumerate(shapes)]
+    else:
+        arrays = [np.empty((n_total, *s), dtype=np.float32) for s in shapes]
+    labels = np.empty(n_total, dtype=np.int32)
+    i = 0
+    for x, y in batches:
+        outs = fn(x)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        b = int(y.shape[0])
+        for a, o in zip(arrays, outs):
+            a[i:i + b] = np.asarray(o)
+        labels[i:i + b] = np.asarray(y)
+        i += b
+    if i != n_total:  # unreadable files dropped by the pipeline would shift everything: refuse silently wrong data
+        raise RuntimeError(f"feature cache: expected {n_total} images, got {i}")
+    for a in arrays:
+        if isinstance(a, np.memmap):
+            a.flush()
+    return arrays, labels
+
+
+def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, disk_folder: str | None,
+          limit: int = MEMORY_CACHE_LIMIT_BYTES, info=lambda m: None) -> FeatureCache:
+    """Cache `views` passes of make_batches(view) through fn; on disk when the estimate exceeds `limit`."""
+    n_total = n_images * views
+    size = estimate_bytes(n_total, shapes)
+    on_disk = size > limit and disk_folder is not None
+    where = f"on disk in {disk_folder}" if on_disk else "in memory"
+    info(f"feature cache: {n_images} images x {views} view(s), about {human_bytes(size)} {where}")
+    if on_disk:
+        shutil.rmtree(disk_folder, ignore_errors=True)
+
+    def all_views():
+        for v in range(views):
+            yield from make_batches(v)
+
+    arrays, labels = compute(fn, all_views(), n_total, shapes, folder=disk_folder if on_disk else None)
+    return FeatureCache(arrays, labels, n_images, views, disk_folder if on_disk else None)
+
+
+def dataset(cache: FeatureCache, batch_size: int, seed: int, *, shuffle: bool):
+    """A batched tf.data.Dataset of (features, label).
+
+    Shuffling is the same op with the same seed and length as pipeline.build, so without augmentation
+    (one view) the batches are exactly those of the plain path. With several views the dataset repeats;
+    fit it with steps_per_epoch = ceil(images / batch_size).
+    """
+    t = tf()
+    n = len(cache.labels)
+    if cache.folder is None:
+        x = tuple(cache.arrays) if len(cache.arrays) > 1 else cache.arrays[0]
+        ds = t.data.Dataset.from_tensor_slices((x, cache.labels))
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    else:
+        arrays, labels = cache.arrays, cache.labels
+        dtypes = [t.float32] * len(arrays) + [t.int32]
+
+        def gather(idx):
+            idx = np.sort(idx)  # sequential reads from the memory map; order inside a batch does not matter
+            return [a[idx] for a in arrays] + [labels[idx]]
+
+        def load(idx):
+            out = t.numpy_function(gather, [idx], dtypes)
+            for o, a in zip(out, arrays):
+                o.set_shape([None, *a.shape[1:]])
+            out[-1].set_shape([None])
+            x = tuple(out[:-1]) if len(arrays) > 1 else out[0]
+            return x, out[-1]
+
+        ds = t.data.Dataset.range(n)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(load)
+    if shuffle and cache.views > 1:
+        ds = ds.repeat()
+    return ds.prefetch(t.data.AUTOTUNE)
+
+
+def head_model(model, inputs_like, top=None):
+    """The trainable part of `model` as its own model, sharing its layers (and so its weights).
+
+    Phase 1 (top is None): pooled features -> dropout -> classifier.
+    Phase 2: activations of the last frozen layer -> unfrozen top of the backbone -> pool -> dropout -> classifier.
+    """
+    K = keras()
+    inputs = [K.Input(shape=tuple(s), name=f"cached_{i}") for i, s in enumerate(inputs_like)]
+    x = inputs if len(inputs) > 1 else inputs[0]
+    if top is not None:
+        x = top(x, training=False)  # like the backbone inside the full model: BatchNorm in inference mode
+        x = model.get_layer("pool")(x)
+    x = model.get_layer("dropout")(x)
+    out = model.get_layer("classifier")(x)
+    return K.Model(inputs if len(inputs) > 1 else inputs[0], out, name="cached_head")
+
+
+def frozen_part(model, trunk=None):
+    """A function raw images -> what the cache stores: pooled features (phase 1) or the trunk's activations."""
+    K = keras()
+    if trunk is None:
+        extractor = K.Model(model.inputs, model.get_layer("pool").output)
+    else:
+        pre = K.Model(model.inputs, model.get_layer("preprocess").output)
+
+        def extractor(x, training=False):
+            return trunk(pre(x, training=False), training=False)
+
+    t = tf()
+
+    @t.function(reduce_retracing=True)
+    def run(x):
+        return extractor(x, training=False)
+
+    return run

@@ -1,0 +1,102 @@
+"""Classifier construction, fine-tuning phases (which layers train), the backbone split of the feature cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgclass_cli.errors import ImgclassError
+
+
+@pytest.fixture(scope="module")
+def mnv2():
+    from imgclass_cli import models
+
+    return models.build_classifier("mobilenetv2", 3, 32, weights="none", dropout=0.0, trainable_backbone=False)
+
+
+def _trainable_backbone_layers(model):
+    return [layer.name for layer in model.get_layer("backbone").layers if layer.trainable and layer.weights]
+
+
+def test_phase1_trains_only_the_head(mnv2):
+    from imgclass_cli import phases
+
+    phases.set_phase(mnv2, 1)
+    assert _trainable_backbone_layers(mnv2) == []
+    assert {v.path.split("/")[0] for v in mnv2.trainable_variables} == {"classifier"}
+
+
+def test_phase2_unfreezes_the_top_but_not_batchnorm(mnv2):
+    from imgclass_cli import phases
+
+    base = mnv2.get_layer("backbone")
+    layers = [layer for layer in base.layers if layer.__class__.__name__ != "InputLayer"]
+    trained = phases.set_phase(mnv2, 2, unfreeze=12)
+    top = layers[-12:]
+    expected = [layer.name for layer in top if layer.weights and not phases.is_batchnorm(layer)]
+    assert _trainable_backbone_layers(mnv2) == expected and expected
+    assert [layer.name for layer in trained if layer.weights] == expected
+    assert any(phases.is_batchnorm(layer) for layer in top)  # BatchNorm inside the range ...
+    assert not any(layer.trainable for layer in base.layers if phases.is_batchnorm(layer))  # ... stays frozen
+    assert all(not layer.trainable for layer in layers[:-12])
+
+    # BatchNorm statistics do not move in a phase-2 training step (frozen BN runs in inference mode).
+    bn = next(layer for layer in top if phases.is_batchnorm(layer))
+    before = [w.copy() for w in bn.get_weights()]
+    trained_vars = {v.path.split("/")[0] for v in mnv2.trainable_variables}
+    assert trained_vars == set(expected) | {"classifier"}
+    mnv2.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    mnv2.train_on_batch(x, np.arange(8) % 3)
+    assert all(np.array_equal(a, b) for a, b in zip(before, bn.get_weights()))
+
+    phases.set_phase(mnv2, 2, unfreeze_from="block_16_project")
+    names = _trainable_backbone_layers(mnv2)
+    assert names[0] == "block_16_project" and "block_15_project" not in names
+    phases.set_phase(mnv2, 1)
+    assert _trainable_backbone_layers(mnv2) == []
+
+
+def test_unfreeze_errors_are_clear(mnv2):
+    from imgclass_cli import phases
+
+    with pytest.raises(ImgclassError, match="did you mean block_16_project"):
+        phases.set_phase(mnv2, 2, unfreeze_from="block_16_projct")
+    with pytest.raises(ImgclassError, match="has only"):
+        phases.set_phase(mnv2, 2, unfreeze=10_000)
+    phases.set_phase(mnv2, 1)
+
+
+def test_split_backbone_is_exact_across_a_residual_cut(mnv2):
+    from imgclass_cli import feature_cache, phases
+
+    base = mnv2.get_layer("backbone")
+    top_layers = phases.unfrozen_layers(base, unfreeze_from="block_15_expand")  # block 15 adds its input back
+    trunk, top = feature_cache.split_backbone(base, top_layers)
+    assert len(trunk.outputs) == 1 or len(trunk.outputs) == 2
+    x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(top(trunk(x, training=False), training=False).numpy(), base(x, training=False).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # Layers are shared, not copied: the cached path trains the backbone's own weights.
+    assert top.get_layer("Conv_1") is base.get_layer("Conv_1")
+
+
+def test_scratch_image_size_follows_small_images():
+    from imgclass_cli.models import resolve_image_size
+
+    assert resolve_image_size("cnn", None, native=28) == 28  # Fashion-MNIST trains at its own size
+    assert resolve_image_size("simple-cnn", None, native=20) == 32  # the seed net needs 32 px
+    assert resolve_image_size("cnn", None, native=500) == 128
+    assert resolve_image_size("cnn", 64, native=28) == 64
+    assert resolve_image_size("mobilenetv2", None, native=28) == 224
+
+
+def test_label_smoothing_loss_matches_the_formula():
+    from imgclass_cli.models import SmoothedSparseCrossentropy
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
+    y = np.array([0, 2])
+    loss = float(SmoothedSparseCrossentropy(3, 0.1)(y, p))
+    target = np.eye(3)[y] * 0.9 + 0.1 / 3
+    assert loss == pytest.approx(float(np.mean(-(target * np.log(p)).sum(1))), rel=1e-5)
