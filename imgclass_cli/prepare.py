@@ -131,7 +131,8 @@ def _assign(groups: dict[str, list[Entry]], val: float, test: float, seed: int) 
 
     by_class: dict[str, list[str]] = {}
     for sha, members in groups.items():
-        if members[0].split is None:
+        # A copy of an image in an existing val/ or test/ folder stays where the user put it (reported as leakage).
+        if all(m.split is None for m in members):
             by_class.setdefault(members[0].cls, []).append(sha)
     for cls in sorted(by_class):
         keys = sorted(by_class[cls], key=lambda k: groups[k][0].source)
