@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -313,6 +314,9 @@ def _row(e: Entry) -> dict:
             "reason": i.reason, "orientation": i.orientation if i.ok else "", "source": e.source}
 
 
+_PLACEHOLDER = re.compile(r"not.?found|placeholder|unavailable|missing|no.?image|default|blank", re.I)
+
+
 def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_f, test_f, seed) -> dict:
     ok = [e for e in entries if e.info.ok]
     classes = sorted({e.cls for e in ok})
@@ -348,6 +352,13 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
             notes.append({"path": e.source, "note": f"EXIF orientation {i.orientation}: turned upright when read"})
         if i.mode not in ("RGB", "L", "P", "RGBA", "LA", "PA", "1", "RGBX"):
             notes.append({"path": e.source, "note": f"{i.mode} image: converted to 8-bit RGB when read"})
+        name = os.path.basename(e.source)
+        if _PLACEHOLDER.search(name):
+            notes.append({"path": e.source, "note": f"the name suggests a placeholder ({i.format.upper()} "
+                                                    f"{i.width}x{i.height}), not a photo of {e.cls}: check it"})
+        if " " in name or not name.isascii():
+            notes.append({"path": e.source, "note": "name with spaces or non-ASCII characters: read fine, "
+                                                    "kept as is in manifest.csv; quote it in shell commands"})
     small = [e.source for e in ok if min(e.info.width, e.info.height) < SMALL_IMAGE_SIDE]
     return {
         "source": os.path.abspath(src),

@@ -177,3 +177,15 @@ def test_from_tfds_offline_is_one_line(tmp_path, runner, monkeypatch):
     assert not (tmp_path / "beans").exists()
     r = runner.invoke(app, ["prepare", "--from-tfds", "no_such_dataset_xyz", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no_such_dataset_xyz" in r.stderr and "Traceback" not in r.output
+
+
+def test_placeholder_and_odd_names_are_noted(tmp_path):
+    src = make_class_folders(tmp_path / "src", per_class=3, classes={"ants": (1, 2, 3), "bees": (200, 2, 3)})
+    Image.new("RGB", (30, 30), (128, 128, 128)).save(os.path.join(src, "ants", "imageNotFound.gif"))
+    Image.new("RGB", (30, 30), (1, 2, 3)).save(os.path.join(src, "ants", "ant photos.jpg"))
+    res = prepare.prepare(src, str(tmp_path / "out"))
+    notes = {n["path"]: n["note"] for n in res.report["notes"]}
+    assert "placeholder" in notes["ants/imageNotFound.gif"] and "spaces" in notes["ants/ant photos.jpg"]
+    assert res.report["rare_formats"]["gif"] == ["ants/imageNotFound.gif"]
+    rows = {r["source"]: r for r in manifest_rows(tmp_path / "out")}
+    assert rows["ants/ant photos.jpg"]["status"] == "ok" and os.path.exists(tmp_path / "out" / rows["ants/ant photos.jpg"]["path"])
