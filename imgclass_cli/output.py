@@ -307,7 +307,13 @@ def print_prepare_report(report: dict, fmt: str) -> None:
     problems += [(" = ".join(g), "duplicate within a class (kept in one split)") for g in d["within_class"]]
     problems += [(m["path"], f"{m['content'].upper()} content with another extension (read by content)")
                  for m in report["extension_mismatch"]]
-    problems += [(n["path"], n["note"]) for n in report["notes"]]
+    shown: dict[str, int] = {}
+    for n in report["notes"]:  # a folder of 5,000 grayscale scans: ten examples of each kind, then a count
+        kind = n["note"].split(":")[0]
+        shown[kind] = shown.get(kind, 0) + 1
+        if shown[kind] <= 10:
+            problems.append((n["path"], n["note"]))
+    problems += [(f"... {c - 10} more", k) for k, c in shown.items() if c > 10]
     if problems:
         p = Table(title="findings")
         p.add_column("file", overflow="fold")

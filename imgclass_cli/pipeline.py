@@ -134,8 +134,9 @@ def _load_one(path: str, image_size: int):
     except OSError as e:
         return None, e.strerror or str(e)
     except (t.errors.InvalidArgumentError, t.errors.OpError) as e:
-        msg = str(getattr(e, "message", e)).strip().splitlines()[0]
-        return None, f"cannot decode image: {msg}"
+        from imgclass_cli.verify import clean_tf_message
+
+        return None, f"cannot decode image: {clean_tf_message(str(getattr(e, 'message', e)))}"
 
 
 def iter_batches(paths: Iterable[str], image_size: int, batch_size: int, workers: int = 4) -> Iterator[LoadedBatch]:

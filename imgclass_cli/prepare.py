@@ -314,6 +314,14 @@ def _row(e: Entry) -> dict:
             "reason": i.reason, "orientation": i.orientation if i.ok else "", "source": e.source}
 
 
+_MODE_NOTES = {
+    "L": "grayscale: read as RGB (three equal channels)",
+    "1": "black and white: read as RGB",
+    "LA": "grayscale with alpha: alpha dropped, read as RGB",
+    "RGBA": "RGBA: alpha dropped (transparent pixels show their stored colour)",
+    "P": "palette image: read as RGB",
+    "PA": "palette image with alpha: read as RGB, alpha dropped",
+}
 _PLACEHOLDER = re.compile(r"not.?found|placeholder|unavailable|missing|no.?image|default|blank", re.I)
 
 
@@ -350,7 +358,11 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
             notes.append({"path": e.source, "note": f"animated GIF ({i.frames} frames): the first frame is used"})
         if i.orientation != 1:
             notes.append({"path": e.source, "note": f"EXIF orientation {i.orientation}: turned upright when read"})
-        if i.mode not in ("RGB", "L", "P", "RGBA", "LA", "PA", "1", "RGBX"):
+        if i.format == "gif" and i.mode in ("P", "PA"):
+            pass  # every GIF is a palette image: nothing to say
+        elif i.mode in _MODE_NOTES:
+            notes.append({"path": e.source, "note": _MODE_NOTES[i.mode]})
+        elif i.mode not in ("RGB", "RGBX"):
             notes.append({"path": e.source, "note": f"{i.mode} image: converted to 8-bit RGB when read"})
         name = os.path.basename(e.source)
         if _PLACEHOLDER.search(name):
@@ -377,7 +389,8 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
         "sizes": {"width": _stats([e.info.width for e in ok]), "height": _stats([e.info.height for e in ok]),
                   "megapixels": _stats([round(e.info.width * e.info.height / 1e6, 3) for e in ok])},
         "small": {"threshold": SMALL_IMAGE_SIDE, "count": len(small), "examples": small[:10]},
-        "bad": [{"path": e.source, "class": e.cls, "reason": e.info.reason} for e in entries if not e.info.ok],
+        "bad": [{"path": e.source, "class": e.cls, "reason": e.info.reason}
+                for e in sorted(entries, key=lambda e: e.source) if not e.info.ok],
         "notes": notes,
         "duplicates": {"within_class": dup_class, "across_classes": dup_cross, "across_splits": dup_split},
         "empty_class_folders": empty,

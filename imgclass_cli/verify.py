@@ -113,7 +113,8 @@ def decode_error(contents: bytes, orientation: int = 1) -> str | None:
 def clean_tf_message(msg: str) -> str:
     """'{{function_node ...}} jpeg::Uncompress failed. Invalid JPEG data or crop window. [Op:DecodeImage]' -> the middle."""
     msg = re.sub(r"\{\{[^}]*\}\}", "", _first_line(msg))
-    msg = re.sub(r"\s*\[Op:\w+\]", "", msg).strip()
+    msg = re.sub(r"\s*\[Op:\w+\]", "", msg)
+    msg = re.sub(r"\s*name:\s*$", "", msg).strip()
     if "jpeg::Uncompress failed" in msg:
         return "truncated or corrupt JPEG (" + msg + ")"
     return msg or "unknown error"
