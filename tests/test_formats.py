@@ -184,3 +184,12 @@ def test_tensorboard_logs_and_curves(runner, data_dir, tmp_path):
         assert len(events) == 1 and events[0].startswith("events.out.tfevents")
     assert (out / "training_curves.png").exists()
     assert os.listdir(tmp_path) == ["tb-run"]  # the live log folder beside the run was moved in
+
+
+def test_export_is_documented_and_listed(runner):
+    assert "imgclass export" in open(README, encoding="utf-8").read()
+    r = runner.invoke(app, ["--help"])
+    assert "export" in r.stdout
+    r = runner.invoke(app, ["export", "--help"])
+    for option in ("--format", "--quantize", "--parity", "--min-agreement", "--out", "--data"):
+        assert option in r.stdout
