@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from imgclass_cli import dataset, manifest, rundir, verify
-from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, PREPARE_INFO, SMALL_IMAGE_SIDE
+from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE
 from imgclass_cli.errors import ImgclassError
 
 
@@ -71,6 +73,7 @@ class Entry:
     split: str | None  # from an existing train/val/test layout, else None until assigned
     info: verify.FileInfo
     out_path: str = ""  # relative to OUT
+    rescued: str = ""  # a downscaled copy (--max-size) of a JPEG too large to decode, in a temporary folder
 
 
 @dataclass
@@ -166,7 +169,10 @@ def _downscale(src: str, dst: str, info: verify.FileInfo, max_size: int) -> tupl
     """A copy whose longer side is max_size (aspect kept, EXIF orientation applied, RGB); returns (path, w, h)."""
     from PIL import Image, ImageOps
 
-    with Image.open(src) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked: verify.probe_bytes
+        im = Image.open(src)
+    with im:
         if info.format == "jpeg":
             im.draft("RGB", (max_size, max_size))  # DCT scaling: decode a large JPEG at 1/2..1/8 size
         im = ImageOps.exif_transpose(im)
@@ -240,6 +246,11 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
     entries = [Entry(os.path.relpath(p, src), cls, split, info) for (split, cls, p), info in zip(files, infos)]
     bad_entries = [Entry(os.path.relpath(p, src), _class_of(p, src, layout), None,
                          verify.FileInfo(path=p, status="bad", reason=r)) for p, r in not_images]
+    rescue_tmp = tempfile.TemporaryDirectory(prefix="imgclass-prepare-") if max_size else None
+    if rescue_tmp is not None:
+        for e in entries:
+            if _rescuable(e.info):
+                _rescue(os.path.join(src, e.source), rescue_tmp.name, e, max_size)
     ok = [e for e in entries if e.info.ok]
 
     groups: dict[str, list[Entry]] = {}
@@ -272,7 +283,13 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
         for e in ok:
             s = os.path.join(src, e.source)
             dst = os.path.join(tmp, e.out_path)
-            if max_size and max(e.info.width, e.info.height) > max_size:
+            if e.rescued:
+                dst = os.path.splitext(dst)[0] + ".jpg"
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.move(e.rescued, dst)
+                e.out_path = os.path.relpath(dst, tmp)
+                downscaled += 1
+            elif max_size and max(e.info.width, e.info.height) > max_size:
                 dst, _, _ = _downscale(s, dst, e.info, max_size)
                 e.out_path = os.path.relpath(dst, tmp)
                 e.info.orientation = 1  # applied in the copy
@@ -293,7 +310,31 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
             "options": {"val": val_f, "test": test_f, "seed": seed, "copy": copy, "max_size": max_size},
             "report": report,
         })
+    if rescue_tmp is not None:
+        rescue_tmp.cleanup()
     return PrepareResult(report, entries + bad_entries)
+
+
+def _rescuable(info: verify.FileInfo) -> bool:
+    """A JPEG refused for its size that DCT scaling (1/8) brings under the limit: --max-size can still use it."""
+    return (not info.ok and info.format == "jpeg" and "megapixel limit" in info.reason and info.width > 0
+            and (info.width / 8) * (info.height / 8) <= MAX_IMAGE_PIXELS)
+
+
+def _rescue(path: str, folder: str, e: Entry, max_size: int) -> None:
+    src_info = e.info
+    try:
+        dst, _, _ = _downscale(path, os.path.join(folder, f"{len(os.listdir(folder))}.jpg"), src_info, max_size)
+    except Exception as err:  # a broken file behind a valid header: it stays bad, with the first reason
+        src_info.reason += f"; downscaling failed too ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        return
+    check = verify.check_file(dst, digest=False)
+    if not check.ok:
+        os.remove(dst)
+        return
+    e.info = verify.FileInfo(path=src_info.path, format="jpeg", width=src_info.width, height=src_info.height,
+                             mode=src_info.mode, orientation=1, sha256=src_info.sha256, bytes=src_info.bytes)
+    e.rescued = dst
 
 
 def _class_of(path: str, src: str, layout: str) -> str:
@@ -354,6 +395,9 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
     notes = []
     for e in ok:
         i = e.info
+        if e.rescued:
+            notes.append({"path": e.source, "note": f"{i.width}x{i.height} pixels, over the decode limit: "
+                                                    f"downscaled by --max-size (DCT scaling, bounded memory)"})
         if i.frames > 1:
             notes.append({"path": e.source, "note": f"animated GIF ({i.frames} frames): the first frame is used"})
         if i.orientation != 1:

@@ -189,3 +189,15 @@ def test_placeholder_and_odd_names_are_noted(tmp_path):
     assert res.report["rare_formats"]["gif"] == ["ants/imageNotFound.gif"]
     rows = {r["source"]: r for r in manifest_rows(tmp_path / "out")}
     assert rows["ants/ant photos.jpg"]["status"] == "ok" and os.path.exists(tmp_path / "out" / rows["ants/ant photos.jpg"]["path"])
+
+
+def test_max_size_rescues_a_jpeg_too_large_to_decode(tmp_path):
+    src = make_class_folders(tmp_path / "src", per_class=2, classes={"a": (1, 2, 3), "b": (200, 2, 3)})
+    Image.new("L", (8200, 8200), 90).save(os.path.join(src, "a", "huge.jpg"), quality=50)  # 67 megapixels
+    res = prepare.prepare(src, str(tmp_path / "plain"), val=0, test=0)
+    assert [b["path"] for b in res.report["bad"]] == ["a/huge.jpg"] and "megapixel limit" in res.report["bad"][0]["reason"]
+    res = prepare.prepare(src, str(tmp_path / "small"), val=0, test=0, max_size=64)
+    assert res.report["bad"] == []
+    row = {r["source"]: r for r in manifest_rows(tmp_path / "small")}["a/huge.jpg"]
+    assert (row["status"], row["width"], row["height"]) == ("ok", "8200", "8200")
+    assert Image.open(tmp_path / "small" / row["path"]).size == (64, 64)
