@@ -328,8 +328,8 @@ def export_(
 @app.command()
 @handle_errors
 def prepare(
-    src: Annotated[Path, typer.Argument(help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Argument(help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
     val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
     seed: SeedOpt = PREPARE_DEFAULTS.seed,
@@ -339,7 +339,7 @@ def prepare(
     example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
     from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].", show_default=False)] = None,
-    force: ForceOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an OUT written by an earlier prepare (never any other folder).")] = False,
     quiet: QuietOpt = False,
 ):
     """Check every image of SRC, split it and write OUT (imgclass prepare SRC OUT); or write an example dataset
