@@ -329,7 +329,7 @@ def export_(
 @handle_errors
 def prepare(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Argument(metavar="[OUT]", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
     val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
     seed: SeedOpt = PREPARE_DEFAULTS.seed,
