@@ -104,6 +104,9 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     )
 
     keras().utils.set_random_seed(config.seed)
+    # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
+    # parallel tf.data map and consume their seed state in a racy order (observed: runs differed from epoch 1).
+    tf().config.experimental.enable_op_determinism()
     strategy = tf().distribute.get_strategy()  # the default strategy; multi-device plugs in here
     steps = -(-len(data.splits["train"]) // config.batch_size)
     with strategy.scope():

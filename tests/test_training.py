@@ -1,0 +1,152 @@
+"""Training orchestration: feature cache equivalence, interrupt + resume, seeded reproducibility, class weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from imgclass_cli.cli import app
+from imgclass_cli.config import Augment, TrainConfig
+from imgclass_cli.errors import EXIT_INTERRUPTED, ImgclassError
+
+
+class Collect:
+    """A Reporter that keeps the messages."""
+
+    def __init__(self):
+        self.messages = []
+
+    def info(self, message):
+        self.messages.append(message)
+
+    warn = info
+
+    def train_begin(self, epochs, steps):
+        pass
+
+    def batch_end(self, step, logs):
+        pass
+
+    def epoch_end(self, epoch, logs):
+        pass
+
+    def train_end(self):
+        pass
+
+
+def _history(run):
+    return list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+
+
+def test_class_weights_are_balanced():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from imgclass_cli.training import class_weights
+
+    labels = [0] * 30 + [1] * 10 + [2] * 5
+    w = class_weights(labels, 3)
+    assert w == pytest.approx(dict(enumerate(compute_class_weight("balanced", classes=np.arange(3), y=labels))))
+    assert w[2] == pytest.approx(45 / (3 * 5)) and w[0] < w[1] < w[2]
+
+
+def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
+    """One epoch, same batches, no augmentation, no dropout: cached and uncached heads end up equal."""
+    from imgclass_cli import rundir, training
+
+    weights = {}
+    for cache in (True, False):
+        cfg = TrainConfig(command="finetune", data=data_dir, arch="vgg16", weights="none", image_size=32, epochs=1,
+                          batch_size=8, learning_rate=0.01, augment=Augment.none, dropout=0.0, cache=cache,
+                          out=str(tmp_path / f"cache-{cache}"))
+        reporter = Collect()
+        training.run(cfg, reporter)
+        assert any("feature cache" in m for m in reporter.messages) == cache
+        model, _ = rundir.load(cfg.out)
+        weights[cache] = model.get_layer("classifier").get_weights()
+    from imgclass_cli import models
+
+    init = models.build_classifier("vgg16", 3, 32).get_layer("classifier").get_weights()[0]
+    moved = np.abs(weights[False][0] - init).max()
+    assert moved > 1e-3  # the head really trained ...
+    for a, b in zip(weights[True], weights[False]):  # ... and both paths trained it the same way
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, moved))
+
+
+def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
+    from imgclass_cli import feature_cache
+
+    x = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+    y = np.arange(40) % 4
+    batches = lambda v: [(x[i:i + 16], y[i:i + 16]) for i in range(0, 40, 16)]  # noqa: E731
+    messages = []
+    mem = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"))
+    disk = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"), limit=0,
+                               info=messages.append)
+    assert mem.folder is None and disk.folder and os.path.exists(os.path.join(disk.folder, "x0.npy"))
+    assert "on disk" in messages[0] and "KB" in messages[0] or "B " in messages[0]
+    for (xa, ya), (xb, yb) in zip(feature_cache.dataset(mem, 8, 3, shuffle=True), feature_cache.dataset(disk, 8, 3, shuffle=True)):
+        # same batch membership; inside a batch the disk path reads in index order
+        order_a, order_b = np.argsort(xa[:, 0].numpy()), np.argsort(xb[:, 0].numpy())
+        np.testing.assert_array_equal(xa.numpy()[order_a], xb.numpy()[order_b])
+        np.testing.assert_array_equal(ya.numpy()[order_a], yb.numpy()[order_b])
+    disk.close()
+    assert not os.path.exists(str(tmp_path / "c"))
+
+
+def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, tmp_path, runner):
+    from imgclass_cli import callbacks as ckpt
+    from imgclass_cli import training
+    from imgclass_cli._tf import keras
+
+    class CtrlC(keras().callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    out = str(tmp_path / "ft")
+    cfg = TrainConfig(command="finetune", data=data_dir, arch="mobilenetv2", weights="none", image_size=32, epochs=3,
+                      batch_size=16, augment=Augment.light, aug_views=2, unfreeze=8, finetune_epochs=2,
+                      class_weight="auto", label_smoothing=0.1, weight_decay=1e-4, warmup_epochs=1, out=out)
+    from imgclass_cli.config import ClassWeight
+
+    cfg.class_weight = ClassWeight.auto
+    with pytest.raises(ImgclassError) as e:
+        training.run(cfg, Collect(), callbacks=[CtrlC()])
+    assert e.value.exit_code == EXIT_INTERRUPTED == 130
+    folder = ckpt.checkpoint_dir(out)
+    assert folder in e.value.message and f"--resume {out}" in e.value.message
+    assert not os.path.exists(out)  # no half run directory
+    state = ckpt.read_state(folder)
+    assert (state["phase"], state["epoch"], len(state["history"])) == (1, 2, 2)
+    assert os.path.exists(os.path.join(folder, ckpt.WEIGHTS)) and os.path.exists(os.path.join(folder, ckpt.OPTIMIZER))
+
+    r = runner.invoke(app, ["finetune", data_dir, "--resume", out, "-q"])
+    assert r.exit_code == 0, r.output
+    rows = _history(out)
+    assert [(int(h["epoch"]), int(h["phase"])) for h in rows] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert not os.path.exists(folder)  # a finished run removes its checkpoint
+    saved = json.load(open(os.path.join(out, "config.json")))["options"]
+    assert saved["unfreeze"] == 8 and saved["aug_views"] == 2 and saved["class_weight"] == "auto"
+
+    r = runner.invoke(app, ["finetune", data_dir, "--resume", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no checkpoint" in r.stderr
+
+
+def test_same_seed_same_metrics(data_dir, tmp_path, runner):
+    runs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        r = runner.invoke(app, ["train", data_dir, "--epochs", "2", "--augment", "light", "--out", out, "-q",
+                                "--class-weight", "auto", "--label-smoothing", "0.1", "--weight-decay", "1e-4",
+                                "--warmup-epochs", "1", "--patience", "5"])
+        assert r.exit_code == 0, r.output
+        runs.append(out)
+    a, b = (json.load(open(os.path.join(run, "metrics.json"))) for run in runs)
+    assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]
+    assert _history(runs[0]) == _history(runs[1])
+    cfg = json.load(open(os.path.join(runs[0], "config.json")))
+    assert cfg["image_size"] == 20  # the fixture's 20 px images: the scratch CNN trains at their own size
