@@ -66,7 +66,8 @@ def exports(run: str) -> dict[str, str]:
         path = os.path.join(run, "export", name)
         if not os.path.exists(os.path.join(path, "export.json")):
             r = export.export(run, "tflite", quantize=q, out=path, force=True, parity_images=200)
-            log(f"exported {name}: top-1 agreement {r.parity.agreement:.4f} on {r.parity.images} images")
+            log(f"exported {name}{' (' + r.int8_mode + ')' if r.int8_mode else ''}: "
+                f"top-1 agreement {r.parity.agreement:.4f} on {r.parity.images} images")
         out[name] = path
     return out
 

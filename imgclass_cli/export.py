@@ -48,6 +48,7 @@ class ExportResult:
     class_names: list[str]
     parity: Parity | None = None
     files: list[str] = field(default_factory=list)
+    int8_mode: str | None = None  # full-integer | dynamic-range (--quantize int8 only)
 
 
 def default_out(run_path: str, fmt: str, quantize: str | None) -> str:
@@ -145,15 +146,19 @@ def write_savedmodel(model, image_size: int, path: str) -> None:
         archive.write_out(path, verbose=False)
 
 
-def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.ndarray | None) -> bytes:
+INT8_MODES = ("full-integer", "dynamic-range")
+
+
+def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.ndarray | None = None,
+                 int8_mode: str = "full-integer") -> bytes:
     """Convert a SavedModel written by write_savedmodel.
 
     float16: weights stored as float16, computed in float32 (half the size, same predictions to ~1e-4).
-    int8: full-integer quantization — int8 weights *and* activations, ranges calibrated on a representative sample
-    of the run's own training images — keeping float32 input and output tensors, so the model is fed the same
-    0-255 pixels as every other format and returns probabilities. Dynamic-range quantization (int8 weights only)
-    needs no calibration but computes in float; full-integer is what int8 accelerators and the fast int8 CPU
-    kernels run, and the parity check says whether calibration kept the predictions.
+    int8, full-integer: int8 weights *and* activations, activation ranges calibrated on a representative sample of
+    the run's own training images; float32 input and output tensors, so the model is fed the same 0-255 pixels as
+    every other format and returns probabilities. It is what int8 accelerators and the integer CPU kernels run.
+    int8, dynamic-range: int8 weights, activations quantized on the fly per batch; no calibration, the same 4x
+    smaller file, and closer to the float model when calibrated ranges are too coarse (see `export`).
     """
     from imgclass_cli._tf import tf
 
@@ -164,13 +169,13 @@ def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.
         conv.target_spec.supported_types = [t.float16]
     elif quantize == "int8":
         conv.optimizations = [t.lite.Optimize.DEFAULT]
+        if int8_mode == "full-integer":
+            def gen():
+                for i in range(len(representative)):
+                    yield [representative[i:i + 1]]
 
-        def gen():
-            for i in range(len(representative)):
-                yield [representative[i:i + 1]]
-
-        conv.representative_dataset = gen
-        conv.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
+            conv.representative_dataset = gen
+            conv.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
     with predictors.quiet_native_stderr():
         try:
             return conv.convert()
@@ -215,27 +220,23 @@ def export(run_path: str, fmt: str, *, quantize: str | None = None, out: str | N
         say(f"calibrating int8 ranges on {len(paths)} images of the {source}")
         representative = load_images(paths, size)
 
+    parity_x = parity_source = None
+    if parity_images > 0:
+        paths, parity_source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
+        parity_x = load_images(sample(paths, parity_images, seed + 1), size)
+        reference = model(parity_x, training=False).numpy()
+
+    # int8 tries full-integer first; if its top-1 agreement is below --min-agreement, dynamic-range int8 (int8
+    # weights, float activations) usually keeps the predictions at the same file size. export.json records which.
+    modes = list(INT8_MODES) if quantize == "int8" and parity_x is not None else [INT8_MODES[0]]
     started = time.time()
     with rundir.staged(out, force, check=_check_out) as tmp:
-        if fmt == "keras":
-            model_name = predictors.KERAS_FILE
-            shutil.copyfile(os.path.join(run_path, rundir.MODEL), os.path.join(tmp, model_name))
-        elif fmt == "savedmodel":
-            model_name = predictors.SAVEDMODEL_DIR
-            write_savedmodel(model, size, os.path.join(tmp, model_name))
-        else:
-            model_name = predictors.TFLITE_FILE
-            sm = os.path.join(tmp, ".saved_model")
-            write_savedmodel(model, size, sm)
-            with open(os.path.join(tmp, model_name), "wb") as f:
-                f.write(tflite_bytes(sm, quantize, representative))
-            shutil.rmtree(sm)
         rundir.write_json_atomic(os.path.join(tmp, rundir.LABELS), list(names))
         rundir.write_text_atomic(os.path.join(tmp, predictors.LABELS_TXT), "".join(f"{n}\n" for n in names))
         meta = {
             "format": fmt,
             "quantize": quantize,
-            "model": model_name,
+            "model": None,
             "image_size": size,
             "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
                       "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
@@ -249,21 +250,42 @@ def export(run_path: str, fmt: str, *, quantize: str | None = None, out: str | N
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": library_versions(),
         }
-        rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
-        say(f"wrote {fmt}{' ' + quantize if quantize else ''} in {time.time() - started:.1f}s")
+        if fmt == "keras":
+            meta["model"] = predictors.KERAS_FILE
+            shutil.copyfile(os.path.join(run_path, rundir.MODEL), os.path.join(tmp, meta["model"]))
+        elif fmt == "savedmodel":
+            meta["model"] = predictors.SAVEDMODEL_DIR
+            write_savedmodel(model, size, os.path.join(tmp, meta["model"]))
+        else:
+            meta["model"] = predictors.TFLITE_FILE
+            sm = os.path.join(tmp, ".saved_model")
+            write_savedmodel(model, size, sm)
 
         parity = None
-        if parity_images > 0:
-            paths, source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
-            x = load_images(sample(paths, parity_images, seed + 1), size)
-            exported = predictors.load(tmp)
-            reference = model(x, training=False).numpy()
-            got = exported.predict(x)
+        for mode in modes:
+            if fmt == "tflite":
+                with open(os.path.join(tmp, meta["model"]), "wb") as f:
+                    f.write(tflite_bytes(sm, quantize, representative, int8_mode=mode))
+                if quantize == "int8":
+                    meta["int8_mode"] = mode
+            rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+            label = f"{fmt}{' ' + quantize if quantize else ''}{f' ({mode})' if quantize == 'int8' else ''}"
+            say(f"wrote {label} in {time.time() - started:.1f}s")
+            if parity_x is None:
+                break
+            got = predictors.load(tmp).predict(parity_x)
             agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
-            parity = Parity(len(x), agreement, float(np.abs(reference - got).max()), source, min_agreement,
-                            agreement >= min_agreement)
+            parity = Parity(len(parity_x), agreement, float(np.abs(reference - got).max()), parity_source,
+                            min_agreement, agreement >= min_agreement)
             meta["parity"] = asdict(parity)
             rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+            if parity.passed:
+                break
+            if mode != modes[-1]:
+                say(f"{label}: top-1 agreement {agreement:.4f} < --min-agreement {min_agreement:.4f}; "
+                    "trying dynamic-range int8 (int8 weights, float activations)")
+        if fmt == "tflite":
+            shutil.rmtree(sm)
         if parity is not None and not parity.passed:
             # Nothing is installed: a CI job must not ship an export that changes predictions.
             raise GateFailed(
@@ -272,5 +294,6 @@ def export(run_path: str, fmt: str, *, quantize: str | None = None, out: str | N
                 f"the export was not written. Try another --quantize or check --data"
             )
         files = sorted(os.listdir(tmp))
-    model_path = os.path.join(out, model_name)
-    return ExportResult(out, fmt, quantize, model_path, _size(model_path), size, list(names), parity, files)
+    model_path = os.path.join(out, meta["model"])
+    return ExportResult(out, fmt, quantize, model_path, _size(model_path), size, list(names), parity, files,
+                        meta.get("int8_mode"))

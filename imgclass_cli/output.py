@@ -239,7 +239,8 @@ def print_export(result) -> None:
     t = Table(title=f"export {result.out}")
     t.add_column("item")
     t.add_column("value", justify="right")
-    t.add_row("format", result.format + (f" ({result.quantize})" if result.quantize else ""))
+    quant = result.quantize + (f", {result.int8_mode}" if getattr(result, "int8_mode", None) else "") if result.quantize else ""
+    t.add_row("format", result.format + (f" ({quant})" if quant else ""))
     t.add_row("model", result.model)
     t.add_row("size", f"{result.bytes / 1e6:.2f} MB")
     t.add_row("input", f"(batch, {result.image_size}, {result.image_size}, 3) float32 0-255"

@@ -42,6 +42,7 @@ def test_export_writes_model_labels_and_passes_parity(exports, name):
     assert meta["parity"]["images"] == 10  # the run recorded 10 validation images; fewer than --parity 30
     assert meta["parity"]["agreement"] >= 0.99 and meta["parity"]["passed"]
     assert os.path.exists(os.path.join(out, meta["model"]))
+    assert meta.get("int8_mode") == ("full-integer" if quantize == "int8" else None)  # the tiny model keeps parity
     assert not [n for n in os.listdir(os.path.dirname(out)) if ".partial" in n]
 
 
@@ -106,3 +107,28 @@ def test_export_usage_errors(runner, trained_run, tmp_path, exports):
     assert r.exit_code == 2 and "--force" in r.stderr
     r = runner.invoke(app, ["predict", str(tmp_path / "missing.tflite"), "x.png"])
     assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_parity(runner, trained_run, tmp_path, monkeypatch):
+    from imgclass_cli import predictors
+
+    real_load = predictors.load
+
+    class Constant:
+        class_names, image_size = ["blue", "green", "red"], 32
+
+        def predict(self, x):
+            return np.tile([1.0, 0.0, 0.0], (len(x), 1))
+
+    def load(path):
+        meta = json.load(open(os.path.join(path, "export.json")))
+        return Constant() if meta.get("int8_mode") == "full-integer" else real_load(path)
+
+    monkeypatch.setattr(predictors, "load", load)
+    out = tmp_path / "int8"
+    r = runner.invoke(app, ["export", trained_run, "--format", "tflite", "--quantize", "int8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "trying dynamic-range int8" in r.stderr and "int8, dynamic-range" in r.stdout
+    meta = json.load(open(out / "export.json"))
+    assert meta["int8_mode"] == "dynamic-range" and meta["parity"]["passed"]
+    assert not (out / ".saved_model").exists()
