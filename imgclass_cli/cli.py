@@ -375,6 +375,8 @@ def prepare(
     output.print_prepare_report(result.report, fmt.value)
     if not quiet:
         output.stderr().print(f"wrote {out}/manifest.csv", highlight=False, markup=False)
+    if not result.report["images"]:
+        raise ImgclassError(f"{src}: none of its {result.report['files']} file(s) is a readable image (see the report)")
 
 
 @app.command()

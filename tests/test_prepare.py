@@ -201,3 +201,11 @@ def test_max_size_rescues_a_jpeg_too_large_to_decode(tmp_path):
     row = {r["source"]: r for r in manifest_rows(tmp_path / "small")}["a/huge.jpg"]
     assert (row["status"], row["width"], row["height"]) == ("ok", "8200", "8200")
     assert Image.open(tmp_path / "small" / row["path"]).size == (64, 64)
+
+
+def test_no_readable_image_is_exit_2_after_the_report(tmp_path, runner):
+    os.makedirs(tmp_path / "src" / "a")
+    (tmp_path / "src" / "a" / "x.jpg").write_text("not a picture")
+    r = runner.invoke(app, ["prepare", str(tmp_path / "src"), str(tmp_path / "out"), "-f", "json", "-q"])
+    assert r.exit_code == 2 and "none of its 1 file(s) is a readable image" in r.stderr
+    assert json.loads(r.stdout)["bad"][0]["path"] == "a/x.jpg"
