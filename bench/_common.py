@@ -1,0 +1,43 @@
+"""Helpers for the benchmarks: run a command, time it, read the figures imgclass writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+def imgclass(*args: str, log: str | None = None) -> tuple[float, str]:
+    """Run `python -m imgclass_cli ARGS`; (wall seconds, stderr). Raises on a non-zero exit."""
+    return run([PYTHON, "-m", "imgclass_cli", *args], log=log)
+
+
+def run(cmd: list[str], log: str | None = None) -> tuple[float, str]:
+    t0 = time.time()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    dt = time.time() - t0
+    if log:
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n{p.stdout}\n{p.stderr}\n")
+    if p.returncode != 0:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return dt, p.stderr + p.stdout
+
+
+def evaluate(run_dir: str, data: str) -> float:
+    out = os.path.join(run_dir, "bench-metrics.json")
+    subprocess.run([PYTHON, "-m", "imgclass_cli", "evaluate", run_dir, data, "--format", "json", "--output", out, "-q"],
+                   cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
+    return json.load(open(out))["accuracy"]
+
+
+def load_average() -> str:
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"

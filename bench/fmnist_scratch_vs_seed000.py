@@ -1,0 +1,73 @@
+"""Benchmark (c): Fashion-MNIST from folders, the default `imgclass train` vs the seed 000 recipe.
+
+Seed 000: image_dataset_from_directory at 28 px (PNGs decoded again every epoch), Rescaling, three
+unpadded conv/pool blocks (32, 64, 128), Flatten, Dense 128, Dropout 0.5, Adam, 10 epochs, 20% validation.
+imgclass: `imgclass train OUT/train` with its defaults, then `imgclass evaluate RUN OUT/test`.
+
+    sudo apt-get install -y dataset-fashion-mnist
+    python3 ../shared/tools/fashion_mnist_folder.py /tmp/fmnist
+    .venv/bin/python bench/fmnist_scratch_vs_seed000.py /tmp/fmnist [--skip-seed] [-- extra imgclass train options]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import PYTHON, evaluate, imgclass, load_average, run  # noqa: E402
+
+SEED_RECIPE = r'''
+import sys, time
+t0 = time.time()
+import keras
+data, epochs = sys.argv[1], int(sys.argv[2])
+keras.utils.set_random_seed(42)
+L = keras.layers
+kw = dict(image_size=(28, 28), batch_size=32, seed=42, validation_split=0.2)
+train = keras.utils.image_dataset_from_directory(data + "/train", subset="training", **kw)
+val = keras.utils.image_dataset_from_directory(data + "/train", subset="validation", **kw)
+test = keras.utils.image_dataset_from_directory(data + "/test", image_size=(28, 28), batch_size=256, shuffle=False)
+model = keras.Sequential([keras.Input((28, 28, 3)), L.Rescaling(1.0 / 255)]
+                         + [l for f in (32, 64, 128) for l in (L.Conv2D(f, 3, activation="relu"), L.MaxPooling2D())]
+                         + [L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(10, activation="softmax")])
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(train, validation_data=val, epochs=epochs, verbose=0)
+t1 = time.time()
+acc = model.evaluate(test, verbose=0)[1]
+print(f"SEED train {t1 - t0:.1f}s test_accuracy {acc:.4f}")
+'''
+
+
+def main():
+    args = sys.argv[1:]
+    extra = args[args.index("--") + 1:] if "--" in args else []
+    args = args[:args.index("--")] if "--" in args else args
+    data = args[0] if args else "/tmp/fmnist"
+    tmp = tempfile.mkdtemp(prefix="bench-c-")
+    print(f"Fashion-MNIST folders {data}: train on train/ (20% held out for validation), test on test/; "
+          f"load average at start {load_average()}")
+    seed_acc = seed_s = None
+    if "--skip-seed" not in args:
+        script = os.path.join(tmp, "seed000.py")
+        open(script, "w").write(SEED_RECIPE)
+        _, out = run([PYTHON, script, data, "10"])
+        m = re.search(r"SEED train ([\d.]+)s test_accuracy ([\d.]+)", out)
+        seed_s, seed_acc = float(m.group(1)), float(m.group(2))
+        print(f"seed 000 recipe (simple-cnn, 10 epochs): test accuracy {seed_acc:.4f}, {seed_s:.0f}s "
+              f"(load average {load_average()})")
+    run_dir = os.path.join(tmp, "run")
+    wall, log = imgclass("train", os.path.join(data, "train"), "--out", run_dir, *extra,
+                         log=os.path.join(tmp, "imgclass.log"))
+    acc = evaluate(run_dir, os.path.join(data, "test"))
+    size = re.search(r"at (\d+)px", log).group(1)
+    print(f"imgclass train (defaults{' ' + ' '.join(extra) if extra else ''}; {size}px): test accuracy {acc:.4f}, "
+          f"{wall:.0f}s wall for train (load average {load_average()}); log {tmp}/imgclass.log")
+    if seed_s:
+        print(f"accuracy {acc:.4f} vs {seed_acc:.4f} (+{acc - seed_acc:.4f}); time ratio imgclass/seed {wall / seed_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()
