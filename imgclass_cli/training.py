@@ -258,34 +258,39 @@ def fit_phases(model, config: TrainConfig, data, spec, train_ds, val_ds, reporte
     val_samples = data.splits.get("val", [])
     fit_model, fit_train, fit_val, steps_per_epoch = model, train_ds, val_ds, None
     caches = []
-    if finetune and config.cache:
-        trunk, top = feature_cache.split_backbone(model.get_layer(BACKBONE), top_layers) if top_layers else (None, None)
-        fn = feature_cache.frozen_part(model, trunk)
-        outputs = trunk.outputs if trunk is not None else [model.get_layer("pool").output]
-        shapes = [tuple(int(d) for d in t.shape[1:]) for t in outputs]
-        plain = dataclasses.replace(spec, augment=Augment.none)
-        views = max(1, config.aug_views) if config.augment != Augment.none else 1
+    try:  # an interrupt while caching: drop an on-disk cache, nothing to resume yet
+        if finetune and config.cache:
+            trunk, top = feature_cache.split_backbone(model.get_layer(BACKBONE), top_layers) if top_layers else (None, None)
+            fn = feature_cache.frozen_part(model, trunk)
+            outputs = trunk.outputs if trunk is not None else [model.get_layer("pool").output]
+            shapes = [tuple(int(d) for d in t.shape[1:]) for t in outputs]
+            plain = dataclasses.replace(spec, augment=Augment.none)
+            views = max(1, config.aug_views) if config.augment != Augment.none else 1
 
-        def train_views(v):
-            if config.augment == Augment.none:
-                return pipeline.build(train_samples, plain, training=False)
-            return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True)
+            def train_views(v):
+                if config.augment == Augment.none:
+                    return pipeline.build(train_samples, plain, training=False)
+                return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True)
 
-        disk = config.cache_dir or os.path.join(folder, "features")
-        t0 = time.time()
-        train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
-                                          disk_folder=os.path.join(disk, "train"), info=reporter.info)
-        caches.append(train_cache)
-        fit_train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
-        if val_samples:
-            val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
-                                            len(val_samples), 1, disk_folder=os.path.join(disk, "val"))
-            caches.append(val_cache)
-            fit_val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
-        reporter.info(f"feature cache ready in {time.time() - t0:.1f}s")
-        fit_model = feature_cache.head_model(model, shapes, top)
-        if views > 1:
-            steps_per_epoch = steps
+            disk = config.cache_dir or os.path.join(folder, "features")
+            t0 = time.time()
+            train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
+                                              disk_folder=os.path.join(disk, "train"), info=reporter.info)
+            caches.append(train_cache)
+            fit_train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
+            if val_samples:
+                val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
+                                                len(val_samples), 1, disk_folder=os.path.join(disk, "val"))
+                caches.append(val_cache)
+                fit_val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
+            reporter.info(f"feature cache ready in {time.time() - t0:.1f}s")
+            fit_model = feature_cache.head_model(model, shapes, top)
+            if views > 1:
+                steps_per_epoch = steps
+    except KeyboardInterrupt:
+        for c in caches:
+            c.close()
+        raise
 
     history: list[dict] = list(resume["history"]) if resume else []
     start_phase, start_epoch = (resume["phase"], resume["epoch"]) if resume else (1, 0)
