@@ -189,7 +189,7 @@ def test_tensorboard_logs_and_curves(runner, data_dir, tmp_path):
 def test_export_is_documented_and_listed(runner):
     assert "imgclass export" in open(README, encoding="utf-8").read()
     r = runner.invoke(app, ["--help"])
-    assert "export" in r.stdout
+    assert "export" in r.stdout and "--install-completion" in r.stdout  # Typer's shell completion
     r = runner.invoke(app, ["export", "--help"])
     for option in ("--format", "--quantize", "--parity", "--min-agreement", "--out", "--data"):
         assert option in r.stdout
