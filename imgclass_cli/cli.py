@@ -211,7 +211,8 @@ def finetune(
     patience: PatienceOpt = FINETUNE_DEFAULTS.patience,
     resume: ResumeOpt = None,
 ):
-    """Fine-tune a pretrained backbone (frozen) with a new softmax head on DATA."""
+    """Fine-tune a pretrained backbone with a new softmax head on DATA: the head on the frozen backbone (cached
+    features), then with --unfreeze the top of the backbone at a lower learning rate."""
     from imgclass_cli.backbones import get_backbone
 
     cfg = TrainConfig(command="finetune", data=str(data), arch=get_backbone(backbone).name, weights=weights,

@@ -58,15 +58,3 @@ def set_phase(model, phase: int, unfreeze: int = 0, unfreeze_from: str | None = 
     for layer in base.layers:
         layer.trainable = id(layer) in ids and not is_batchnorm(layer)
     return [layer for layer in top if layer.trainable]
-
-
-def trainable_summary(model) -> dict[str, bool]:
-    """layer name -> trainable, backbone layers included (prefixed 'backbone/'), for tests and logs."""
-    out = {}
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            for inner in layer.layers:
-                out[f"{layer.name}/{inner.name}"] = bool(layer.trainable and inner.trainable)
-        else:
-            out[layer.name] = bool(layer.trainable)
-    return out

@@ -234,6 +234,7 @@ def fit_phases(model, config: TrainConfig, data, spec, train_ds, val_ds, reporte
     from imgclass_cli import feature_cache, phases, pipeline
     from imgclass_cli.config import Augment
     from imgclass_cli.errors import EXIT_INTERRUPTED
+    from imgclass_cli.models import BACKBONE_LAYER as BACKBONE
 
     K = keras()
     num_classes = len(data.class_names)
@@ -347,5 +348,3 @@ def fit_phases(model, config: TrainConfig, data, spec, train_ds, val_ds, reporte
             c.close()
     return history, val_pred
 
-
-BACKBONE = "backbone"
