@@ -1,12 +1,13 @@
 """Benchmark (c): Fashion-MNIST from folders, the default `imgclass train` vs the seed 000 recipe.
 
-Seed 000: image_dataset_from_directory at 28 px (PNGs decoded again every epoch), Rescaling, three
+Seed 000: image_dataset_from_directory at --seed-size px (28; PNGs decoded again every epoch), Rescaling, three
 unpadded conv/pool blocks (32, 64, 128), Flatten, Dense 128, Dropout 0.5, Adam, 10 epochs, 20% validation.
 imgclass: `imgclass train OUT/train` with its defaults, then `imgclass evaluate RUN OUT/test`.
 
     sudo apt-get install -y dataset-fashion-mnist
     python3 ../shared/tools/fashion_mnist_folder.py /tmp/fmnist
-    .venv/bin/python bench/fmnist_scratch_vs_seed000.py /tmp/fmnist [--skip-seed] [-- extra imgclass train options]
+    .venv/bin/python bench/fmnist_scratch_vs_seed000.py /tmp/fmnist [--skip-seed] [--skip-imgclass] [--seed-size N]
+        [-- extra imgclass train options]
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ SEED_RECIPE = r'''
 import sys, time
 t0 = time.time()
 import keras
-data, epochs = sys.argv[1], int(sys.argv[2])
+data, epochs, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 keras.utils.set_random_seed(42)
 L = keras.layers
-kw = dict(image_size=(28, 28), batch_size=32, seed=42, validation_split=0.2)
+kw = dict(image_size=(size, size), batch_size=32, seed=42, validation_split=0.2)
 train = keras.utils.image_dataset_from_directory(data + "/train", subset="training", **kw)
 val = keras.utils.image_dataset_from_directory(data + "/train", subset="validation", **kw)
-test = keras.utils.image_dataset_from_directory(data + "/test", image_size=(28, 28), batch_size=256, shuffle=False)
-model = keras.Sequential([keras.Input((28, 28, 3)), L.Rescaling(1.0 / 255)]
+test = keras.utils.image_dataset_from_directory(data + "/test", image_size=(size, size), batch_size=256, shuffle=False)
+model = keras.Sequential([keras.Input((size, size, 3)), L.Rescaling(1.0 / 255)]
                          + [l for f in (32, 64, 128) for l in (L.Conv2D(f, 3, activation="relu"), L.MaxPooling2D())]
                          + [L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(10, activation="softmax")])
 model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -45,7 +46,8 @@ def main():
     args = sys.argv[1:]
     extra = args[args.index("--") + 1:] if "--" in args else []
     args = args[:args.index("--")] if "--" in args else args
-    data = args[0] if args else "/tmp/fmnist"
+    seed_size = args[args.index("--seed-size") + 1] if "--seed-size" in args else "28"
+    data = args[0] if args and not args[0].startswith("--") else "/tmp/fmnist"
     tmp = tempfile.mkdtemp(prefix="bench-c-")
     print(f"Fashion-MNIST folders {data}: train on train/ (20% held out for validation), test on test/; "
           f"load average at start {load_average()}")
@@ -53,11 +55,13 @@ def main():
     if "--skip-seed" not in args:
         script = os.path.join(tmp, "seed000.py")
         open(script, "w").write(SEED_RECIPE)
-        _, out = run([PYTHON, script, data, "10"])
+        _, out = run([PYTHON, script, data, "10", seed_size])
         m = re.search(r"SEED train ([\d.]+)s test_accuracy ([\d.]+)", out)
         seed_s, seed_acc = float(m.group(1)), float(m.group(2))
-        print(f"seed 000 recipe (simple-cnn, 10 epochs): test accuracy {seed_acc:.4f}, {seed_s:.0f}s "
+        print(f"seed 000 recipe (simple-cnn, {seed_size}px, 10 epochs): test accuracy {seed_acc:.4f}, {seed_s:.0f}s "
               f"(load average {load_average()})")
+    if "--skip-imgclass" in args:
+        return
     run_dir = os.path.join(tmp, "run")
     wall, log = imgclass("train", os.path.join(data, "train"), "--out", run_dir, *extra,
                          log=os.path.join(tmp, "imgclass.log"))

@@ -232,7 +232,7 @@ def fit_phases(model, config: TrainConfig, data, spec, train_ds, val_ds, reporte
 
     from imgclass_cli import callbacks as ckpt
     from imgclass_cli import feature_cache, phases, pipeline
-    from imgclass_cli.config import Augment
+    from imgclass_cli.config import Augment, ClassWeight
     from imgclass_cli.errors import EXIT_INTERRUPTED
     from imgclass_cli.models import BACKBONE_LAYER as BACKBONE
 
@@ -295,7 +295,8 @@ def fit_phases(model, config: TrainConfig, data, spec, train_ds, val_ds, reporte
 
     history: list[dict] = list(resume["history"]) if resume else []
     start_phase, start_epoch = (resume["phase"], resume["epoch"]) if resume else (1, 0)
-    weights = class_weights([s.label for s in train_samples], num_classes) if config.class_weight.value == "auto" else None
+    auto = ClassWeight(config.class_weight) == ClassWeight.auto
+    weights = class_weights([s.label for s in train_samples], num_classes) if auto else None
     if weights:
         reporter.info("class weights: " + ", ".join(f"{data.class_names[i]} {w:.2f}" for i, w in weights.items()))
     opt = None

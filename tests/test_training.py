@@ -111,9 +111,6 @@ def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, 
     cfg = TrainConfig(command="finetune", data=data_dir, arch="mobilenetv2", weights="none", image_size=32, epochs=3,
                       batch_size=16, augment=Augment.light, aug_views=2, unfreeze=8, finetune_epochs=2,
                       class_weight="auto", label_smoothing=0.1, weight_decay=1e-4, warmup_epochs=1, out=out)
-    from imgclass_cli.config import ClassWeight
-
-    cfg.class_weight = ClassWeight.auto
     with pytest.raises(ImgclassError) as e:
         training.run(cfg, Collect(), callbacks=[CtrlC()])
     assert e.value.exit_code == EXIT_INTERRUPTED == 130
