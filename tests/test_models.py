@@ -100,3 +100,12 @@ def test_label_smoothing_loss_matches_the_formula():
     loss = float(SmoothedSparseCrossentropy(3, 0.1)(y, p))
     target = np.eye(3)[y] * 0.9 + 0.1 / 3
     assert loss == pytest.approx(float(np.mean(-(target * np.log(p)).sum(1))), rel=1e-5)
+
+
+def test_backbone_from_scratch_gets_a_fast_batchnorm_momentum():
+    """Keras Applications' 0.99-0.999 left the moving statistics at their start after a short scratch run."""
+    from imgclass_cli import models
+
+    model = models.build_classifier("mobilenetv2", 3, 32, weights="none")
+    bns = [layer for layer in model.get_layer("backbone").layers if layer.__class__.__name__ == "BatchNormalization"]
+    assert bns and all(layer.momentum <= 0.9 for layer in bns)
