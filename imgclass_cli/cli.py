@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -115,10 +116,11 @@ PatienceOpt = Annotated[int, typer.Option("--patience", min=0, help="Stop after 
 ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run (its --out folder) with its saved options.", show_default=False)]
 
 
-def _quality(cfg: TrainConfig, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume) -> TrainConfig:
-    cfg.weight_decay, cfg.label_smoothing, cfg.warmup_epochs = weight_decay, label_smoothing, warmup_epochs
-    cfg.class_weight, cfg.patience, cfg.resume = class_weight, patience, str(resume) if resume else None
-    return cfg
+def _config(command: str, options: dict) -> TrainConfig:
+    """Every option of train/finetune maps to the TrainConfig field of the same name (paths as strings)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if k in names}
+    return TrainConfig(command=command, **values)
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
@@ -170,11 +172,7 @@ def train(
 
     if arch not in SCRATCH_ARCHS:
         arch = get_backbone(arch).name
-    cfg = TrainConfig(command="train", data=str(data), arch=arch, weights=weights, image_size=image_size, epochs=epochs,
-                      batch_size=batch_size, learning_rate=learning_rate, augment=augment, val_split=val_split,
-                      dropout=dropout, seed=seed, out=str(out) if out else None)
-    cfg.on_bad_image = on_bad_image
-    _quality(cfg, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume)
+    cfg = _config("train", {**locals(), "arch": arch})
     _train(cfg, force, quiet, tensorboard)
 
 
@@ -215,13 +213,7 @@ def finetune(
     features), then with --unfreeze the top of the backbone at a lower learning rate."""
     from imgclass_cli.backbones import get_backbone
 
-    cfg = TrainConfig(command="finetune", data=str(data), arch=get_backbone(backbone).name, weights=weights,
-                      image_size=image_size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                      augment=augment, val_split=val_split, dropout=dropout, seed=seed, out=str(out) if out else None)
-    cfg.on_bad_image = on_bad_image
-    cfg.unfreeze, cfg.unfreeze_from, cfg.finetune_epochs, cfg.finetune_lr_scale = unfreeze, unfreeze_from, finetune_epochs, finetune_lr_scale
-    cfg.cache, cfg.aug_views, cfg.cache_dir = cache, aug_views, str(cache_dir) if cache_dir else None
-    _quality(cfg, weight_decay, label_smoothing, warmup_epochs, class_weight, patience, resume)
+    cfg = _config("finetune", {**locals(), "arch": get_backbone(backbone).name})
     _train(cfg, force, quiet, tensorboard)
 
 

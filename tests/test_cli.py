@@ -194,7 +194,7 @@ def test_finetune_frozen_backbone_and_offline_imagenet_error(runner, data_dir, t
     import keras.src.utils.file_utils as file_utils
 
     def no_network(*a, **k):
-        raise Exception("URL fetch failure on https://example.invalid: None -- [Errno -3] Temporary failure")
+        raise Exception("URL fetch failure on https://example.invalid: None -- [Errno -3] Temporary failure")  # offline mock: no network
 
     monkeypatch.setattr(file_utils, "get_file", no_network)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
