@@ -91,7 +91,7 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".") or name in IGNORED_NAMES
 
 
-def _walk_images(folder: str, skipped: list) -> list[str]:
+def walk_images(folder: str, skipped: list) -> list[str]:
     """Image files under folder (recursively, symlinked dirs followed once, hidden entries ignored), sorted."""
     found = []
     seen = {os.path.realpath(folder)}
@@ -121,7 +121,7 @@ def _walk_images(folder: str, skipped: list) -> list[str]:
 
 
 def _scan_classes(folder: str, skipped: list) -> dict[str, list[str]]:
-    classes = {c: _walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
+    classes = {c: walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
     for c, files in classes.items():
         if not files:
             skipped.append((os.path.join(folder, c), "class folder has no images, ignored"))

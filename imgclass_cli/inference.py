@@ -23,13 +23,11 @@ class Evaluation:
 
 def evaluate(run_path: str, data_path: str, *, split: str | None = None, batch_size: int = 32,
              on_bad_image: str = "skip", warn=None) -> Evaluation:
-    from imgclass_cli import pipeline
+    from imgclass_cli import pipeline, verify
     from imgclass_cli.training import predict_probs
 
-    info = rundir.read_info(run_path)
+    info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
     data = dataset.scan_for_eval(data_path, split)
-    from imgclass_cli import verify
-
     # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
     data = verify.screen(data, on_bad_image, warn or (lambda m: None))
     known = {name: i for i, name in enumerate(info.class_names)}
@@ -40,7 +38,7 @@ def evaluate(run_path: str, data_path: str, *, split: str | None = None, batch_s
             f"({', '.join(info.class_names)}); evaluate only on the classes the model was trained on"
         )
     samples = [dataset.Sample(s.path, known[data.class_names[s.label]], s.orientation) for s in data.splits["eval"]]
-    model, info = rundir.load(run_path)
+    model, _ = rundir.load(run_path)
     spec = pipeline.PipelineSpec(info.image_size, batch_size)
     y, probs = predict_probs(model, pipeline.build(samples, spec, training=False))
     report = compute_report(
@@ -59,12 +57,8 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
                 if line:
                     yield from expand_inputs([line])
         elif os.path.isdir(arg):
-            for dirpath, dirnames, filenames in os.walk(arg):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    p = os.path.join(dirpath, name)
-                    if not name.startswith(".") and dataset.sniff_format(p):
-                        yield p
+            # The same walk as training's scan: ignore rules, content sniffing, symlink loops walked once.
+            yield from dataset.walk_images(arg, [])
         else:
             yield arg
 

@@ -96,7 +96,7 @@ def _collect(src: str) -> tuple[str, list[tuple[str | None, str, str]], list[tup
     for split, folder in folders:
         for cls in dataset._visible_dirs(folder):
             cdir = os.path.join(folder, cls)
-            found = dataset._walk_images(cdir, skipped)
+            found = dataset.walk_images(cdir, skipped)
             if not found:
                 empty.append(os.path.relpath(cdir, src))
             files += [(split, cls, p) for p in found]

@@ -221,3 +221,14 @@ def test_backbones_lists_the_table(runner):
     assert r.exit_code == 0
     for name in ("vgg16", "resnet50", "mobilenetv3small", "efficientnetb7", "efficientnetv2s", "convnexttiny"):
         assert name in r.stdout
+
+
+def test_predict_folder_walk_survives_a_symlink_loop(runner, trained_run, test_dir, tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(open(os.path.join(test_dir, "red", "img001.png"), "rb").read())
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    r = invoke(runner, ["predict", trained_run, str(folder), "-f", "jsonl"])
+    assert r.exit_code == 0, r.output
+    assert [os.path.basename(json.loads(x)["path"]) for x in r.stdout.splitlines()] == ["a.png", "b.png"]
