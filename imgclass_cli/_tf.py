@@ -1,5 +1,6 @@
 """Lazy, quiet TensorFlow import: nothing at CLI start-up imports TensorFlow."""
 
+import contextlib
 import os
 import sys
 
@@ -40,3 +41,24 @@ def keras():
     import keras
 
     return keras
+
+
+def is_debug() -> bool:
+    return _DEBUG
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """TFLite and the converter print from C++ straight to fd 2 (XNNPACK, calibration notes): hide that, unless --debug."""
+    if _DEBUG:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -13,21 +13,31 @@ import typer
 
 from imgclass_cli import __version__
 from imgclass_cli.config import (
+    DEFAULT_SCRATCH_IMAGE_SIZE,
     EVAL_DEFAULTS,
     EXPORT_DEFAULTS,
     FINETUNE_DEFAULTS,
+    MIN_IMAGE_SIZE,
     PREDICT_DEFAULTS,
+    PREPARE_DEFAULTS,
+    SCRATCH_ARCHS,
     TRAIN_DEFAULTS,
     Augment,
     ClassWeight,
+    EvalConfig,
     EvalFormat,
     Example,
+    ExampleConfig,
+    ExportConfig,
     ExportFormat,
+    OnBadImage,
+    PredictConfig,
     PredictFormat,
+    PrepareConfig,
+    PrepareFormat,
     Quantize,
     TrainConfig,
 )
-from imgclass_cli.config import PREPARE_DEFAULTS, OnBadImage, PrepareFormat
 from imgclass_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, ImgclassError
 
 app = typer.Typer(
@@ -63,7 +73,7 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from imgclass_cli import output
+        from imgclass_cli.report import output
 
         try:
             return fn(*args, **kwargs)
@@ -74,8 +84,6 @@ def handle_errors(fn):
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:
             # The reader of stdout went away (e.g. `| head`): stop quietly, like other Unix tools.
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
         except KeyboardInterrupt:
@@ -95,7 +103,7 @@ def handle_errors(fn):
 
 # Options shared by train and finetune. Defaults come from config.py.
 DataArg = Annotated[Path, typer.Argument(help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=8, envvar="IMGCLASS_IMAGE_SIZE", help="Square input size in pixels [default: the backbone's size, 128 for scratch CNNs].", show_default=False)]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: the backbone's size; scratch CNNs: the images' own size below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
 AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
@@ -124,7 +132,8 @@ def _config(command: str, options: dict) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
-    from imgclass_cli import output, plots, rundir, training
+    from imgclass_cli.report import output, plots
+    from imgclass_cli.run import rundir, training
 
     reporter = output.StderrReporter(quiet=quiet)
     callbacks, logdir = [], None
@@ -167,8 +176,7 @@ def train(
     resume: ResumeOpt = None,
 ):
     """Train a classifier from scratch on DATA."""
-    from imgclass_cli.backbones import get_backbone
-    from imgclass_cli.config import SCRATCH_ARCHS
+    from imgclass_cli.model.backbones import get_backbone
 
     if arch not in SCRATCH_ARCHS:
         arch = get_backbone(arch).name
@@ -211,7 +219,7 @@ def finetune(
 ):
     """Fine-tune a pretrained backbone with a new softmax head on DATA: the head on the frozen backbone (cached
     features), then with --unfreeze the top of the backbone at a lower learning rate."""
-    from imgclass_cli.backbones import get_backbone
+    from imgclass_cli.model.backbones import get_backbone
 
     cfg = _config("finetune", {**locals(), "arch": get_backbone(backbone).name})
     _train(cfg, force, quiet, tensorboard)
@@ -234,27 +242,19 @@ def evaluate(
     on_bad_image: BadImageOpt = EVAL_DEFAULTS.on_bad_image,
 ):
     """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
-    import os
+    from imgclass_cli.report import output
+    from imgclass_cli.run import inference
 
-    from imgclass_cli import evalfiles, gates, inference, output, rundir
-
-    # Parse the gates before the slow part, so a typo fails in a second, not after the evaluation.
-    gate_list = gates.parse(fail_under, rundir.read_info(str(run)).class_names) if fail_under is not None else []
-    ev = inference.evaluate(str(run), str(data), split=split, batch_size=batch_size, on_bad_image=on_bad_image,
-                            warn=output.StderrReporter(quiet=False).warn)
-    report = ev.report.to_dict()
-    target = str(output_file) if output_file else os.path.join(str(run), rundir.METRICS)
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    rundir.write_json_atomic(target, report)
-    written = evalfiles.write(os.path.dirname(os.path.abspath(target)), ev, title=f"{run} on {data}")
-    output.print_report(report, fmt.value, title=f"{run} on {data}")
+    config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
+    ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
+                                fail_under=fail_under, warn=output.StderrReporter(quiet=False).warn)
+    output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
     if not quiet:
-        for path in [target, *written]:
+        for path in [ev.metrics_file, *ev.files]:
             output.stderr().print(f"wrote {path}", highlight=False, markup=False)
-    results = gates.check(report, gate_list)
-    if results and not quiet:
-        output.print_gates(results)
-    gates.enforce(results)
+        if ev.gates:
+            output.print_gates(ev.gates)
+    ev.enforce_gates()
 
 
 @app.command()
@@ -271,13 +271,15 @@ def predict(
     """Predict the class of images with RUN; one record per image, in input order."""
     from rich.markup import escape
 
-    from imgclass_cli import inference, output, predictors
+    from imgclass_cli.report import output
+    from imgclass_cli.run import inference, predictors
 
     k = min(top_k, len(predictors.resolve(str(run)).class_names))
-    records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), top_k=k, batch_size=batch_size)
+    config = PredictConfig(top_k=k, batch_size=batch_size, format=fmt, strict=strict, on_bad_image=on_bad_image)
+    records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), config)
     con = output.stderr()
     if on_bad_image == OnBadImage.fail:
-        from imgclass_cli.verify import fail_message
+        from imgclass_cli.data.verify import fail_message
 
         records = _stop_at_first_error(records, fail_message)
     errors = output.write_predictions(
@@ -309,11 +311,12 @@ def export_(
     quiet: QuietOpt = False,
 ):
     """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
-    from imgclass_cli import export, output
+    from imgclass_cli.report import output
+    from imgclass_cli.run import export
 
     reporter = output.StderrReporter(quiet=quiet)
-    result = export.export(str(run), fmt.value, quantize=quantize.value if quantize else None, out=str(out) if out else None,
-                           force=force, parity_images=parity, min_agreement=min_agreement,
+    config = ExportConfig(format=fmt, quantize=quantize, parity=parity, min_agreement=min_agreement)
+    result = export.export(str(run), config, out=str(out) if out else None, force=force,
                            data=str(data) if data else None, reporter=reporter)
     output.print_export(result)
 
@@ -327,7 +330,7 @@ def prepare(
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
     seed: SeedOpt = PREPARE_DEFAULTS.seed,
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (symlinks where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
-    max_size: Annotated[Optional[int], typer.Option("--max-size", min=8, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
+    max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
     fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
     example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
     from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
@@ -337,7 +340,7 @@ def prepare(
 ):
     """Check every image of SRC, split it and write OUT (imgclass prepare SRC OUT); or write an example dataset
     (--example digits OUT) or a tensorflow-datasets dataset (--from-tfds NAME OUT) as class folders."""
-    from imgclass_cli import output, prepare as prep
+    from imgclass_cli.report import output
 
     if example is not None or from_tfds is not None:
         if out is not None:
@@ -346,22 +349,27 @@ def prepare(
             raise ImgclassError("pass --example or --from-tfds, not both")
         target = str(src)
         if example is not None:
-            counts = prep.write_digits(target, seed=seed, force=force)
+            from imgclass_cli.data import examples
+
+            counts = examples.write_digits(target, ExampleConfig(seed=seed), force=force)
             what = "10 digit classes"
         else:
-            from imgclass_cli import tfds_export
+            from imgclass_cli.data import tfds
 
-            counts, names = tfds_export.export(from_tfds, target, data_dir=str(data_dir) if data_dir else None, force=force)
+            counts, names = tfds.write_dataset(from_tfds, target, data_dir=str(data_dir) if data_dir else None,
+                                               force=force)
             what = f"{len(names)} classes of {from_tfds}"
         parts = " and ".join(f"{n} {s}" for s, n in counts.items())
         output.stdout().print(f"wrote {parts} images of {what} to {target}", highlight=False, markup=False)
         return
     if out is None:
         raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
+    from imgclass_cli.data import prepare as prep
+
     progress = None if quiet else output.count_progress("checking")
+    config = PrepareConfig(val=val, test=test, seed=seed, copy=copy, max_size=max_size, format=fmt)
     try:
-        result = prep.prepare(str(src), str(out), val=val, test=test, seed=seed, copy=copy, max_size=max_size,
-                              force=force, progress=progress)
+        result = prep.prepare(str(src), str(out), config, force=force, progress=progress)
     finally:
         if progress is not None:
             progress.close()
@@ -377,8 +385,8 @@ def backbones():
     """List the backbones finetune accepts, with their default and minimum input sizes."""
     from rich.table import Table
 
-    from imgclass_cli import output
-    from imgclass_cli.backbones import BACKBONES
+    from imgclass_cli.model.backbones import BACKBONES
+    from imgclass_cli.report import output
 
     t = Table()
     for col in ("name", "keras", "default size", "min size", "preprocess_input"):

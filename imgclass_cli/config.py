@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -45,7 +45,17 @@ class Example(str, Enum):
 
 
 SCRATCH_ARCHS = ("cnn", "simple-cnn")
+# Image sizes: --image-size below MIN_IMAGE_SIZE is refused for any architecture; each scratch CNN and backbone
+# has its own minimum (SCRATCH_MIN_SIZE, backbones.py); scratch CNNs default to DEFAULT_SCRATCH_IMAGE_SIZE, or the
+# images' own size when they are smaller (model.build.resolve_image_size is the one resolver).
+MIN_IMAGE_SIZE = 8
 DEFAULT_SCRATCH_IMAGE_SIZE = 128
+SCRATCH_MIN_SIZE = {"cnn": MIN_IMAGE_SIZE, "simple-cnn": 32}  # three unpadded 3x3 conv + pool blocks need 32 px
+# The one resize of the project, in the decoder (data.imagefile.decode) and in every model's Resizing layer.
+RESIZE_INTERPOLATION = "bilinear"
+RESIZE_ANTIALIAS = True
+DEFAULT_SEED = 42
+DEFAULT_BATCH_SIZE = 32
 
 
 @dataclass
@@ -57,13 +67,13 @@ class TrainConfig:
     arch: str = "cnn"  # train: cnn | simple-cnn | a backbone name; finetune: a backbone name
     weights: str = "none"  # imagenet | none | PATH (finetune defaults to imagenet)
     image_size: int | None = None  # None: the backbone's default size, or 128 for scratch CNNs
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     epochs: int = 10
     learning_rate: float = 1e-3
     augment: Augment = Augment.light
     val_split: float = 0.2
     dropout: float = 0.2
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     on_bad_image: OnBadImage = OnBadImage.skip
     out: str | None = None
     # Optimisation (issue 4). weight_decay > 0 switches Adam to AdamW (decoupled decay).
@@ -108,7 +118,7 @@ FINETUNE_DEFAULTS = TrainConfig(command="finetune", arch="mobilenetv2", weights=
 @dataclass
 class PredictConfig:
     top_k: int = 1
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     format: PredictFormat = PredictFormat.table
     strict: bool = False
     on_bad_image: OnBadImage = OnBadImage.skip  # skip: an error record and a warning; fail: stop at the first
@@ -119,7 +129,7 @@ PREDICT_DEFAULTS = PredictConfig()
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     format: EvalFormat = EvalFormat.table
     split: str | None = None  # for a train/val/test folder: test if present, else val
     on_bad_image: OnBadImage = OnBadImage.skip
@@ -152,30 +162,6 @@ EXPORT_DEFAULTS = ExportConfig()
 # Estimated decoded-image bytes above which the pipeline streams from disk instead of caching in memory.
 MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3
 
-# The keys of metrics.json that the README documents and a test pins.
-METRIC_KEYS = (
-    "accuracy",
-    "balanced_accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "precision_weighted",
-    "recall_weighted",
-    "f1_weighted",
-)
-
-
-@dataclass
-class RunInfo:
-    """What a run directory holds besides the model (see rundir.py)."""
-
-    path: str
-    class_names: list[str]
-    config: TrainConfig
-    image_size: int
-    extra: dict = field(default_factory=dict)
-
-
 # Data checks shared by prepare, train, finetune, evaluate and predict (verify.py).
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused before decoding (bounded memory); prepare --max-size
 MIN_IMAGE_SIDE = 4  # narrower or shorter images (a 1x1 tracking pixel) carry no class information
@@ -189,10 +175,16 @@ PREPARE_INFO = "prepare.json"
 class PrepareConfig:
     val: float | None = None  # None: 0.1 for a folder of class folders; existing val/ folders are kept
     test: float | None = None  # None: 0.1 for a folder of class folders; existing test/ folders are kept
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     copy: bool = False  # copy files instead of hardlinks (symlinks where hardlinks fail)
     max_size: int | None = None  # write downscaled copies whose longer side is at most this
     format: PrepareFormat = PrepareFormat.table
+
+
+@dataclass
+class ExampleConfig:
+    test_fraction: float = 0.2  # prepare --example digits: held-out test/ split
+    seed: int = DEFAULT_SEED
 
 
 PREPARE_DEFAULTS = PrepareConfig()

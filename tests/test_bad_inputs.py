@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imgclass_cli import dataset, pipeline, verify
+from imgclass_cli.data import dataset, pipeline, verify
 from imgclass_cli.cli import app
 
 # Files that must be left out, with a phrase of the reason every command gives.
@@ -135,7 +135,7 @@ def test_huge_image_is_refused_from_its_header(zoo):
 
 
 def test_scan_walks_symlink_loop_once_and_ignores_hidden(zoo):
-    ds = dataset.scan(zoo, val_split=0)
+    ds = dataset.scan(zoo, val_split=0, seed=0)
     paths = [os.path.relpath(s.path, zoo) for s in ds.splits["train"]]
     assert "red/sub/deep/nested.png" in paths and not any("loop" in p for p in paths)
     assert not any(os.path.basename(p).startswith(".") for p in paths)
@@ -165,7 +165,7 @@ def test_exif_orientation_identical_in_training_and_prediction(zoo):
     path = os.path.join(zoo, "red/exif_rotated.jpg")
     info = verify.check_file(path)
     sample = dataset.Sample(path, 0, info.orientation)
-    spec = pipeline.PipelineSpec(image_size=16, batch_size=1)
+    spec = pipeline.PipelineSpec(image_size=16, batch_size=1, seed=0)
     x_train = next(iter(pipeline.build([sample], spec, training=False)))[0].numpy()[0]
     x_pred = next(pipeline.iter_batches([path], 16, 1)).images[0]
     assert np.array_equal(x_train, x_pred)

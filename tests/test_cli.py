@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from imgclass_cli.cli import app
-from imgclass_cli.config import METRIC_KEYS
+from imgclass_cli.report.metrics import METRIC_KEYS
 from tests.conftest import make_class_folders
 
 
@@ -183,7 +183,7 @@ def test_finetune_frozen_backbone_and_offline_imagenet_error(runner, data_dir, t
     r = invoke(runner, ["finetune", data_dir, "--backbone", "mobilenetv2", "--weights", "none", "--image-size", "32",
                         "--epochs", "1", "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
-    from imgclass_cli import rundir
+    from imgclass_cli.run import rundir
 
     model, info = rundir.load(str(out))
     assert model.get_layer("backbone").trainable is False

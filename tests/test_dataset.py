@@ -5,7 +5,7 @@ import os
 import pytest
 from PIL import Image
 
-from imgclass_cli import dataset
+from imgclass_cli.data import dataset
 from imgclass_cli.errors import ImgclassError
 from tests.conftest import make_class_folders
 
@@ -39,7 +39,7 @@ def test_split_layout_with_validation_folder(tmp_path):
     make_class_folders(tmp_path / "train", per_class=4)
     make_class_folders(tmp_path / "validation", per_class=2)
     make_class_folders(tmp_path / "test", per_class=1)
-    ds = dataset.scan(str(tmp_path))
+    ds = dataset.scan(str(tmp_path), val_split=0.2, seed=42)
     assert ds.layout == "splits"
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 12, "val": 6, "test": 3}
     ev = dataset.scan_for_eval(str(tmp_path))
@@ -51,11 +51,11 @@ def test_val_class_missing_from_train_is_an_error(tmp_path):
     make_class_folders(tmp_path / "train", per_class=3, classes={"a": (1, 1, 1), "b": (9, 9, 9)})
     make_class_folders(tmp_path / "val", per_class=1, classes={"c": (5, 5, 5)})
     with pytest.raises(ImgclassError, match="c have no images in train"):
-        dataset.scan(str(tmp_path))
+        dataset.scan(str(tmp_path), val_split=0.2, seed=42)
 
 
 def test_too_small_for_a_split(tmp_path):
     root = make_class_folders(tmp_path, per_class=1)
     with pytest.raises(ImgclassError, match="--val-split 0"):
-        dataset.scan(root, val_split=0.2)
-    assert len(dataset.scan(root, val_split=0).splits["train"]) == 3
+        dataset.scan(root, val_split=0.2, seed=42)
+    assert len(dataset.scan(root, val_split=0, seed=42).splits["train"]) == 3

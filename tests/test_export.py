@@ -66,7 +66,7 @@ def test_predict_with_export_matches_the_run(runner, exports, trained_run, test_
 
 
 def test_tflite_predictor_takes_any_batch_size(exports, trained_run, test_dir):
-    from imgclass_cli import export, predictors
+    from imgclass_cli.run import export, predictors
 
     p = predictors.load(os.path.join(exports["tflite-float16"][0], "model.tflite"))
     keras_p = predictors.load(trained_run)
@@ -79,7 +79,7 @@ def test_tflite_predictor_takes_any_batch_size(exports, trained_run, test_dir):
 
 
 def test_parity_below_threshold_fails_with_exit_3_and_writes_nothing(runner, trained_run, tmp_path, monkeypatch):
-    from imgclass_cli import predictors
+    from imgclass_cli.run import predictors
 
     class Constant:
         """An export that always answers the first class: what a preprocessing mismatch looks like."""
@@ -110,7 +110,7 @@ def test_export_usage_errors(runner, trained_run, tmp_path, exports):
 
 
 def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_parity(runner, trained_run, tmp_path, monkeypatch):
-    from imgclass_cli import predictors
+    from imgclass_cli.run import predictors
 
     real_load = predictors.load
 

@@ -141,7 +141,8 @@ def test_unreadable_file_mid_batch_keeps_order_and_strict_fails(runner, trained_
 
 def test_predict_streams_paths_lazily(trained_run, test_dir):
     """Bounded memory: the first records come out after one batch of paths was read, not the whole input."""
-    from imgclass_cli import inference
+    from imgclass_cli.config import PredictConfig
+    from imgclass_cli.run import inference
 
     pulled = []
 
@@ -150,7 +151,7 @@ def test_predict_streams_paths_lazily(trained_run, test_dir):
             pulled.append(i)
             yield os.path.join(test_dir, "red", "img001.png")
 
-    records = inference.predict(trained_run, paths(), batch_size=4)
+    records = inference.predict(trained_run, paths(), PredictConfig(batch_size=4))
     first = next(records)
     assert first["status"] == "ok" and len(pulled) <= 8
     records.close()

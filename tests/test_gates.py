@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from imgclass_cli import gates
+from imgclass_cli.report import gates
 from imgclass_cli.cli import app
 from imgclass_cli.errors import EXIT_GATE, GateFailed, ImgclassError
 from tests.conftest import COLOURS, make_class_folders

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from imgclass_cli.metrics import compute_report
+from imgclass_cli.report.metrics import compute_report
 
 
 def test_report_matches_hand_computed_values():

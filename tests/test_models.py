@@ -10,7 +10,7 @@ from imgclass_cli.errors import ImgclassError
 
 @pytest.fixture(scope="module")
 def mnv2():
-    from imgclass_cli import models
+    from imgclass_cli.model import build as models
 
     return models.build_classifier("mobilenetv2", 3, 32, weights="none", dropout=0.0, trainable_backbone=False)
 
@@ -20,7 +20,7 @@ def _trainable_backbone_layers(model):
 
 
 def test_phase1_trains_only_the_head(mnv2):
-    from imgclass_cli import phases
+    from imgclass_cli.model import phases
 
     phases.set_phase(mnv2, 1)
     assert _trainable_backbone_layers(mnv2) == []
@@ -28,7 +28,7 @@ def test_phase1_trains_only_the_head(mnv2):
 
 
 def test_phase2_unfreezes_the_top_but_not_batchnorm(mnv2):
-    from imgclass_cli import phases
+    from imgclass_cli.model import phases
 
     base = mnv2.get_layer("backbone")
     layers = [layer for layer in base.layers if layer.__class__.__name__ != "InputLayer"]
@@ -59,7 +59,7 @@ def test_phase2_unfreezes_the_top_but_not_batchnorm(mnv2):
 
 
 def test_unfreeze_errors_are_clear(mnv2):
-    from imgclass_cli import phases
+    from imgclass_cli.model import phases
 
     with pytest.raises(ImgclassError, match="did you mean block_16_project"):
         phases.set_phase(mnv2, 2, unfreeze_from="block_16_projct")
@@ -69,7 +69,7 @@ def test_unfreeze_errors_are_clear(mnv2):
 
 
 def test_split_backbone_is_exact_across_a_residual_cut(mnv2):
-    from imgclass_cli import feature_cache, phases
+    from imgclass_cli.model import feature_cache, phases
 
     base = mnv2.get_layer("backbone")
     top_layers = phases.unfrozen_layers(base, unfreeze_from="block_15_expand")  # block 15 adds its input back
@@ -83,7 +83,7 @@ def test_split_backbone_is_exact_across_a_residual_cut(mnv2):
 
 
 def test_scratch_image_size_follows_small_images():
-    from imgclass_cli.models import resolve_image_size
+    from imgclass_cli.model.build import resolve_image_size
 
     assert resolve_image_size("cnn", None, native=28) == 28  # Fashion-MNIST trains at its own size
     assert resolve_image_size("simple-cnn", None, native=20) == 32  # the seed net needs 32 px
@@ -93,7 +93,7 @@ def test_scratch_image_size_follows_small_images():
 
 
 def test_label_smoothing_loss_matches_the_formula():
-    from imgclass_cli.models import SmoothedSparseCrossentropy
+    from imgclass_cli.model.build import SmoothedSparseCrossentropy
 
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
     y = np.array([0, 2])
@@ -104,7 +104,7 @@ def test_label_smoothing_loss_matches_the_formula():
 
 def test_backbone_from_scratch_gets_a_fast_batchnorm_momentum():
     """Keras Applications' 0.99-0.999 left the moving statistics at their start after a short scratch run."""
-    from imgclass_cli import models
+    from imgclass_cli.model import build as models
 
     model = models.build_classifier("mobilenetv2", 3, 32, weights="none")
     bns = [layer for layer in model.get_layer("backbone").layers if layer.__class__.__name__ == "BatchNormalization"]

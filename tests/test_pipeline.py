@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from imgclass_cli import pipeline
+from imgclass_cli.data import pipeline
 from imgclass_cli.config import Augment
-from imgclass_cli.dataset import Sample
+from imgclass_cli.data.folders import Sample
 
 
 def _decode_file(path, size=8):

@@ -10,7 +10,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from imgclass_cli import dataset, prepare, verify
+from imgclass_cli.config import PrepareConfig
+from imgclass_cli.data import dataset, prepare, verify
 from imgclass_cli.cli import app
 from imgclass_cli.errors import ImgclassError
 from tests.conftest import make_class_folders
@@ -22,9 +23,9 @@ def manifest_rows(out):
 
 def test_split_is_stratified_seeded_and_byte_identical(tmp_path):
     src = make_class_folders(tmp_path / "src", per_class=10)
-    a = prepare.prepare(src, str(tmp_path / "a"), seed=3)
-    prepare.prepare(src, str(tmp_path / "b"), seed=3)
-    prepare.prepare(src, str(tmp_path / "c"), seed=4)
+    a = prepare.prepare(src, str(tmp_path / "a"), PrepareConfig(seed=3))
+    prepare.prepare(src, str(tmp_path / "b"), PrepareConfig(seed=3))
+    prepare.prepare(src, str(tmp_path / "c"), PrepareConfig(seed=4))
     ma, mb, mc = (open(tmp_path / n / "manifest.csv", "rb").read() for n in "abc")
     assert ma == mb and ma != mc
     assert a.report["counts"] == {s: {"blue": n, "green": n, "red": n} for s, n in (("train", 8), ("val", 1), ("test", 1))}
@@ -42,7 +43,7 @@ def test_duplicates_stay_together_and_are_reported(tmp_path):
     for i in range(5):
         shutil.copyfile(os.path.join(src, "a", "img000.jpg"), os.path.join(src, "a", f"copy{i}.jpg"))
     shutil.copyfile(os.path.join(src, "a", "img001.png"), os.path.join(src, "b", "mislabelled.png"))
-    res = prepare.prepare(src, str(tmp_path / "out"), val=0.3, test=0.3, seed=0)
+    res = prepare.prepare(src, str(tmp_path / "out"), PrepareConfig(val=0.3, test=0.3, seed=0))
     rows = manifest_rows(tmp_path / "out")
     by_sha: dict[str, set] = {}
     for row in rows:
@@ -59,12 +60,12 @@ def test_existing_layout_is_respected_and_leakage_reported(tmp_path):
     make_class_folders(src / "train", per_class=6)
     make_class_folders(src / "validation", per_class=2, seed=5)
     shutil.copyfile(src / "train" / "red" / "img000.jpg", src / "validation" / "red" / "leak.jpg")
-    res = prepare.prepare(str(src), str(tmp_path / "out"))
+    res = prepare.prepare(str(src), str(tmp_path / "out"), PrepareConfig())
     assert res.report["counts"]["train"]["red"] == 6 and res.report["counts"]["val"]["red"] == 3
     assert "test" not in res.report["counts"]  # not carved unless asked for
     assert res.report["duplicates"]["across_splits"] == [["val: validation/red/leak.jpg", "train: train/red/img000.jpg"]] \
         or res.report["duplicates"]["across_splits"] == [["train: train/red/img000.jpg", "val: validation/red/leak.jpg"]]
-    res = prepare.prepare(str(src), str(tmp_path / "out2"), test=0.5)
+    res = prepare.prepare(str(src), str(tmp_path / "out2"), PrepareConfig(test=0.5))
     assert res.report["counts"]["test"]["red"] == 3 and res.report["counts"]["val"]["red"] == 3
 
 
@@ -77,14 +78,14 @@ def test_copy_and_max_size(tmp_path):
     Image.new("RGB", (50, 150), (200, 10, 10)).save(src / "tall" / "t.png")
     Image.new("RGB", (50, 150), (200, 10, 20)).save(src / "tall" / "t2.png")
     out = tmp_path / "out"
-    res = prepare.prepare(str(src), str(out), val=0, test=0, max_size=64)
+    res = prepare.prepare(str(src), str(out), PrepareConfig(val=0, test=0, max_size=64))
     rows = {r["source"]: r for r in manifest_rows(out)}
     assert Image.open(out / rows["wide/w.jpg"]["path"]).size == (64, 32)
     assert Image.open(out / rows["tall/t.png"]["path"]).size == (21, 64)
     assert os.path.samefile(out / rows["wide/small.png"]["path"], src / "wide" / "small.png")  # small: linked
     assert res.report["downscaled"] == 3
     out2 = tmp_path / "out2"
-    prepare.prepare(str(src), str(out2), val=0, test=0, copy=True)
+    prepare.prepare(str(src), str(out2), PrepareConfig(val=0, test=0, copy=True))
     p = out2 / "train" / "wide" / "w.jpg"
     assert not os.path.samefile(p, src / "wide" / "w.jpg") and p.read_bytes() == (src / "wide" / "w.jpg").read_bytes()
 
@@ -92,7 +93,7 @@ def test_copy_and_max_size(tmp_path):
 def test_out_rules(tmp_path, runner):
     src = make_class_folders(tmp_path / "src", per_class=3)
     with pytest.raises(ImgclassError, match="outside the source folder"):
-        prepare.prepare(src, os.path.join(src, "prepared"))
+        prepare.prepare(src, os.path.join(src, "prepared"), PrepareConfig())
     out = tmp_path / "out"
     r = runner.invoke(app, ["prepare", src, str(out), "-q"])
     assert r.exit_code == 0, r.output
@@ -113,9 +114,9 @@ def test_out_rules(tmp_path, runner):
 def test_commands_use_the_manifest_without_decoding_again(tmp_path, monkeypatch):
     src = make_class_folders(tmp_path / "src", per_class=10)
     out = str(tmp_path / "out")
-    prepare.prepare(src, out, seed=1)
+    prepare.prepare(src, out, PrepareConfig(seed=1))
     rows = manifest_rows(out)
-    ds = dataset.scan(out)
+    ds = dataset.scan(out, val_split=0.2, seed=42)
     assert ds.verified and ds.layout == "prepared" and ds.class_names == ["blue", "green", "red"]
     for split in ("train", "val", "test"):
         expected = sorted(os.path.join(out, r["path"]) for r in rows if r["split"] == split)
@@ -134,7 +135,7 @@ def test_commands_use_the_manifest_without_decoding_again(tmp_path, monkeypatch)
     assert warned == []
     os.remove(os.path.join(out, rows[0]["path"]))
     with pytest.raises(ImgclassError, match="missing; run imgclass prepare again"):
-        dataset.scan(out)
+        dataset.scan(out, val_split=0.2, seed=42)
 
 
 def test_json_report_lists_formats_sizes_and_imbalance(tmp_path, runner):
@@ -183,7 +184,7 @@ def test_placeholder_and_odd_names_are_noted(tmp_path):
     src = make_class_folders(tmp_path / "src", per_class=3, classes={"ants": (1, 2, 3), "bees": (200, 2, 3)})
     Image.new("RGB", (30, 30), (128, 128, 128)).save(os.path.join(src, "ants", "imageNotFound.gif"))
     Image.new("RGB", (30, 30), (1, 2, 3)).save(os.path.join(src, "ants", "ant photos.jpg"))
-    res = prepare.prepare(src, str(tmp_path / "out"))
+    res = prepare.prepare(src, str(tmp_path / "out"), PrepareConfig())
     notes = {n["path"]: n["note"] for n in res.report["notes"]}
     assert "placeholder" in notes["ants/imageNotFound.gif"] and "spaces" in notes["ants/ant photos.jpg"]
     assert res.report["rare_formats"]["gif"] == ["ants/imageNotFound.gif"]
@@ -194,9 +195,9 @@ def test_placeholder_and_odd_names_are_noted(tmp_path):
 def test_max_size_rescues_a_jpeg_too_large_to_decode(tmp_path):
     src = make_class_folders(tmp_path / "src", per_class=2, classes={"a": (1, 2, 3), "b": (200, 2, 3)})
     Image.new("L", (8200, 8200), 90).save(os.path.join(src, "a", "huge.jpg"), quality=50)  # 67 megapixels
-    res = prepare.prepare(src, str(tmp_path / "plain"), val=0, test=0)
+    res = prepare.prepare(src, str(tmp_path / "plain"), PrepareConfig(val=0, test=0))
     assert [b["path"] for b in res.report["bad"]] == ["a/huge.jpg"] and "megapixel limit" in res.report["bad"][0]["reason"]
-    res = prepare.prepare(src, str(tmp_path / "small"), val=0, test=0, max_size=64)
+    res = prepare.prepare(src, str(tmp_path / "small"), PrepareConfig(val=0, test=0, max_size=64))
     assert res.report["bad"] == []
     row = {r["source"]: r for r in manifest_rows(tmp_path / "small")}["a/huge.jpg"]
     assert (row["status"], row["width"], row["height"]) == ("ok", "8200", "8200")

@@ -45,7 +45,7 @@ def _history(run):
 def test_class_weights_are_balanced():
     from sklearn.utils.class_weight import compute_class_weight
 
-    from imgclass_cli.training import class_weights
+    from imgclass_cli.run.training import class_weights
 
     labels = [0] * 30 + [1] * 10 + [2] * 5
     w = class_weights(labels, 3)
@@ -55,7 +55,7 @@ def test_class_weights_are_balanced():
 
 def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
     """One epoch, same batches, no augmentation, no dropout: cached and uncached heads end up equal."""
-    from imgclass_cli import rundir, training
+    from imgclass_cli.run import rundir, training
 
     weights = {}
     for cache in (True, False):
@@ -67,7 +67,7 @@ def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
         assert any("feature cache" in m for m in reporter.messages) == cache
         model, _ = rundir.load(cfg.out)
         weights[cache] = model.get_layer("classifier").get_weights()
-    from imgclass_cli import models
+    from imgclass_cli.model import build as models
 
     init = models.build_classifier("vgg16", 3, 32).get_layer("classifier").get_weights()[0]
     moved = np.abs(weights[False][0] - init).max()
@@ -77,7 +77,7 @@ def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
 
 
 def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
-    from imgclass_cli import feature_cache
+    from imgclass_cli.model import feature_cache
 
     x = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
     y = np.arange(40) % 4
@@ -98,8 +98,8 @@ def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
 
 
 def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, tmp_path, runner):
-    from imgclass_cli import callbacks as ckpt
-    from imgclass_cli import training
+    from imgclass_cli.run import checkpoints as ckpt
+    from imgclass_cli.run import training
     from imgclass_cli._tf import keras
 
     class CtrlC(keras().callbacks.Callback):

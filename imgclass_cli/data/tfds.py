@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import os
 
-from imgclass_cli import rundir
+from imgclass_cli import fs
+from imgclass_cli.data.imagefile import first_line
 from imgclass_cli.errors import ImgclassError
 
-MARKER = "imgclass export of tensorflow-datasets"
-
-
-def _check_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        if not force:
-            raise ImgclassError(f"{out}: already exists and is not empty; pass --force or choose another folder")
-        try:
-            with open(os.path.join(out, "SOURCE.txt")) as f:
-                ok = f.read().startswith(MARKER)
-        except OSError:
-            ok = False
-        if not ok:
-            raise ImgclassError(f"{out}: exists and is not an imgclass tfds export; refusing to replace it")
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _safe(name: str) -> str:
     return name.replace(os.sep, "_").replace("\0", "_").strip() or "_"
 
 
-def export(spec: str, out: str, *, data_dir: str | None = None, force: bool = False) -> tuple[dict[str, int], list[str]]:
+def write_dataset(spec: str, out: str, *, data_dir: str | None = None, force: bool = False) -> tuple[dict[str, int], list[str]]:
     """Write NAME[:SPLIT] (all splits when none is given) as class folders named from features['label'].names.
 
     Returns ({split: images written}, class names). An unavailable download is one ImgclassError (exit 2).
@@ -43,11 +26,11 @@ def export(spec: str, out: str, *, data_dir: str | None = None, force: bool = Fa
     from PIL import Image
 
     name, _, split = spec.partition(":")
-    _check_out(out, force)
+    fs.check_out(out, force, fs.TFDS)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # DatasetNotFoundError and friends
-        raise ImgclassError(f"--from-tfds {name}: {_first_line(e)}") from None
+        raise ImgclassError(f"--from-tfds {name}: {first_line(e)}") from None
     features = builder.info.features
     label_key = "label" if "label" in features else None
     image_key = "image" if "image" in features else None
@@ -59,18 +42,18 @@ def export(spec: str, out: str, *, data_dir: str | None = None, force: bool = Fa
         builder.download_and_prepare()
     except Exception as e:  # offline: a DownloadError / ConnectionError deep inside tfds
         where = data_dir or "~/tensorflow_datasets"
-        raise ImgclassError(f"--from-tfds {name}: cannot download or prepare it ({_first_line(e)}); connect to the "
+        raise ImgclassError(f"--from-tfds {name}: cannot download or prepare it ({first_line(e)}); connect to the "
                             f"internet once, or put the prepared dataset in {where} (--data-dir)") from None
     splits = [split] if split else sorted(builder.info.splits.keys())
     if not splits:
         raise ImgclassError(f"--from-tfds {name}: its splits are unknown; name one, e.g. --from-tfds {name}:train")
     counts: dict[str, int] = {}
-    with rundir.staged(out, force, check=_check_out) as tmp:
+    with fs.staged(out, force, fs.TFDS) as tmp:
         for sp in splits:
             try:
                 ds = builder.as_dataset(split=sp)
             except Exception as e:
-                raise ImgclassError(f"--from-tfds {name}: split {sp!r}: {_first_line(e)} "
+                raise ImgclassError(f"--from-tfds {name}: split {sp!r}: {first_line(e)} "
                                     f"(splits: {', '.join(sorted(builder.info.splits.keys()))})") from None
             folder = {"validation": "val"}.get(sp.split("[")[0], sp.split("[")[0])
             n = 0
@@ -83,6 +66,6 @@ def export(spec: str, out: str, *, data_dir: str | None = None, force: bool = Fa
                 Image.fromarray(img).save(os.path.join(d, f"{name}-{folder}-{n:06d}.png"))
                 n += 1
             counts[folder] = n
-        with open(os.path.join(tmp, "SOURCE.txt"), "w") as f:
-            f.write(f"{MARKER}: {spec} (tfds {tfds.__version__})\nclasses: {', '.join(names)}\n")
+        fs.write_text_atomic(os.path.join(tmp, fs.TFDS.marker),
+                             f"{fs.TFDS_SIGNATURE}: {spec} (tfds {tfds.__version__})\nclasses: {', '.join(names)}\n")
     return counts, names

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from imgclass_cli import fs
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES
+from imgclass_cli.model.build import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER, PREPROCESS_LAYER
 
 
 @dataclass
@@ -37,7 +38,7 @@ class FeatureCache:
     def close(self) -> None:
         if self.folder:
             self.arrays = []
-            shutil.rmtree(self.folder, ignore_errors=True)
+            fs.remove_tree(self.folder)
 
 
 def estimate_bytes(n: int, shapes: list[tuple]) -> int:
@@ -53,12 +54,18 @@ def human_bytes(n: float) -> str:
 
 
 def split_backbone(base, top_layers: list):
-    """(trunk, top): base == top(trunk(x)); the cut is every tensor a top layer takes from below it."""
+    """(trunk, top): base == top(trunk(x)); the cut is every tensor a top layer takes from below it.
+
+    Only the nodes of `base`'s own graph count: calling the top on cached inputs (head_model) adds nodes to the
+    same layers, and a second split of the same model must not see them.
+    """
     K = keras()
     ids = {id(layer) for layer in top_layers}
     cut = []
     for layer in top_layers:
-        for node in layer._inbound_nodes:
+        for i, node in enumerate(layer._inbound_nodes):
+            if f"{id(layer)}_ib-{i}" not in base._nodes:  # Keras' node key (keras.src.ops.function.make_node_key)
+                continue
             for t in node.input_tensors:
                 if id(t._keras_history.operation) not in ids and not any(t is c for c in cut):
                     cut.append(t)
@@ -102,7 +109,7 @@ def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, d
     where = f"on disk in {disk_folder}" if on_disk else "in memory"
     info(f"feature cache: {n_images} images x {views} view(s), about {human_bytes(size)} {where}")
     if on_disk:
-        shutil.rmtree(disk_folder, ignore_errors=True)
+        fs.remove_tree(disk_folder)
 
     def all_views():
         for v in range(views):
@@ -163,9 +170,9 @@ def head_model(model, inputs_like, top=None):
     x = inputs if len(inputs) > 1 else inputs[0]
     if top is not None:
         x = top(x, training=False)  # like the backbone inside the full model: BatchNorm in inference mode
-        x = model.get_layer("pool")(x)
-    x = model.get_layer("dropout")(x)
-    out = model.get_layer("classifier")(x)
+        x = model.get_layer(POOL_LAYER)(x)
+    x = model.get_layer(DROPOUT_LAYER)(x)
+    out = model.get_layer(CLASSIFIER_LAYER)(x)
     return K.Model(inputs if len(inputs) > 1 else inputs[0], out, name="cached_head")
 
 
@@ -173,9 +180,9 @@ def frozen_part(model, trunk=None):
     """A function raw images -> what the cache stores: pooled features (phase 1) or the trunk's activations."""
     K = keras()
     if trunk is None:
-        extractor = K.Model(model.inputs, model.get_layer("pool").output)
+        extractor = K.Model(model.inputs, model.get_layer(POOL_LAYER).output)
     else:
-        pre = K.Model(model.inputs, model.get_layer("preprocess").output)
+        pre = K.Model(model.inputs, model.get_layer(PREPROCESS_LAYER).output)
 
         def extractor(x, training=False):
             return trunk(pre(x, training=False), training=False)

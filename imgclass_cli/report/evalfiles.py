@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from imgclass_cli import plots, rundir
+from imgclass_cli import fs
+from imgclass_cli.report import plots
 
 MISCLASSIFIED = "misclassified.csv"
 MISCLASSIFIED_FIELDS = ["path", "true", "predicted", "confidence"]
@@ -34,7 +35,7 @@ def write(folder: str, evaluation, title: str = "") -> list[str]:
     report = evaluation.report
     rows = misclassified_rows(evaluation.paths, evaluation.y_true, evaluation.probs, report.class_names)
     csv_path = os.path.join(folder, MISCLASSIFIED)
-    rundir.write_text_atomic(csv_path, rundir.rows_to_csv(rows, MISCLASSIFIED_FIELDS))
+    fs.write_text_atomic(csv_path, fs.rows_to_csv(rows, MISCLASSIFIED_FIELDS))
     png_path = plots.confusion_matrix(report.confusion_matrix, report.class_names,
                                       os.path.join(folder, plots.CONFUSION_PNG), title=title)
     return [csv_path, png_path]

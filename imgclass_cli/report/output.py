@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.table import Table
 
+from imgclass_cli.report.metrics import METRIC_KEYS
+
 
 def stdout() -> Console:
     # Created per call so that test runners that swap sys.stdout see the output.
@@ -101,8 +103,6 @@ def report_table(report: dict, title: str) -> list[Table]:
     summary = Table(title=title, show_header=True)
     summary.add_column("metric")
     summary.add_column("value", justify="right")
-    from imgclass_cli.config import METRIC_KEYS
-
     for key in METRIC_KEYS:
         summary.add_row(key, _fmt(report[key]))
     for key, value in report.get("top_k_accuracy", {}).items():

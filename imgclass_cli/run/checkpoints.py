@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 
+from imgclass_cli import fs
 from imgclass_cli._tf import keras
 from imgclass_cli.errors import ImgclassError
 
@@ -51,9 +51,7 @@ def save(folder: str, model, optimizer, state: dict) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, *[v.numpy() for v in optimizer.variables])
         os.replace(tmp, os.path.join(folder, OPTIMIZER))
-    from imgclass_cli.rundir import write_json_atomic
-
-    write_json_atomic(os.path.join(folder, STATE), state)
+    fs.write_json_atomic(os.path.join(folder, STATE), state)
 
 
 def restore_optimizer(folder: str, optimizer, variables) -> bool:
@@ -71,7 +69,7 @@ def restore_optimizer(folder: str, optimizer, variables) -> bool:
 
 
 def remove(folder: str) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    fs.remove_tree(folder)
 
 
 def checkpoint_callback(save_fn):

@@ -10,45 +10,8 @@ import numpy as np
 
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES, Augment
-from imgclass_cli.dataset import Sample
-
-
-def decode(contents, image_size: int, orientation=1):
-    """Bytes of a JPEG/PNG/GIF/BMP -> uint8 (image_size, image_size, 3). The one decoder of the project.
-
-    Grayscale and RGBA become RGB, a GIF gives its first frame; resizing is bilinear with antialiasing,
-    exactly like the Resizing layer inside every saved model. `orientation` is the EXIF orientation (1-8,
-    read from the header by verify.probe_bytes), applied after the resize: rotations and flips of a square
-    commute with the resize and cost nothing at that size.
-    """
-    t = tf()
-    img = t.io.decode_image(contents, channels=3, expand_animations=False, dtype=t.uint8)
-    img.set_shape([None, None, 3])
-    img = t.image.resize(img, [image_size, image_size], antialias=True)
-    img = t.cast(t.clip_by_value(t.round(img), 0, 255), t.uint8)
-    return apply_orientation(img, orientation)
-
-
-def apply_orientation(img, orientation):
-    """Turn a stored square image upright per its EXIF orientation, like Pillow's ImageOps.exif_transpose."""
-    t = tf()
-    if isinstance(orientation, (int, np.integer)):
-        if orientation in (None, 1) or not 1 <= orientation <= 8:
-            return img
-        orientation = t.constant(orientation)
-    transpose = lambda x: t.transpose(x, [1, 0, 2])  # noqa: E731
-    branches = [
-        lambda: img,
-        lambda: t.image.flip_left_right(img),
-        lambda: t.image.rot90(img, 2),
-        lambda: t.image.flip_up_down(img),
-        lambda: transpose(img),
-        lambda: t.image.rot90(img, 3),
-        lambda: t.image.rot90(transpose(img), 2),
-        lambda: t.image.rot90(img, 1),
-    ]
-    index = t.clip_by_value(t.cast(orientation, t.int32) - 1, 0, 7)
-    return t.switch_case(index, branches)
+from imgclass_cli.data.folders import Sample
+from imgclass_cli.data.imagefile import clean_tf_message, decode, probe_bytes
 
 
 def augmentation(level: Augment, seed: int):
@@ -77,7 +40,7 @@ def fits_in_memory(n_images: int, image_size: int) -> bool:
 class PipelineSpec:
     image_size: int
     batch_size: int
-    seed: int = 42
+    seed: int
     augment: Augment = Augment.none
 
 
@@ -124,8 +87,6 @@ def _load_one(path: str, image_size: int):
             contents = f.read()
         if not contents:
             return None, "empty file"
-        from imgclass_cli.verify import probe_bytes
-
         # Header first (cheap): a 20000x20000 image is refused before it is decoded; EXIF orientation as in training.
         info = probe_bytes(contents, path)
         if not info.ok:
@@ -134,8 +95,6 @@ def _load_one(path: str, image_size: int):
     except OSError as e:
         return None, e.strerror or str(e)
     except (t.errors.InvalidArgumentError, t.errors.OpError) as e:
-        from imgclass_cli.verify import clean_tf_message
-
         return None, f"cannot decode image: {clean_tf_message(str(getattr(e, 'message', e)))}"
 
 

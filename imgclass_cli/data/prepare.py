@@ -1,4 +1,4 @@
-"""prepare: check, split and link a user's image folder (manifest.csv), or write an embedded example dataset."""
+"""prepare SRC OUT: look at every file of SRC once, split it, and write OUT (links, manifest.csv, prepare.json)."""
 
 from __future__ import annotations
 
@@ -6,60 +6,16 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from imgclass_cli import dataset, manifest, rundir, verify
-from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE
+from imgclass_cli import fs
+from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE, PrepareConfig
+from imgclass_cli.data import dataset, folders, manifest, verify
+from imgclass_cli.data.imagefile import FileInfo
 from imgclass_cli.errors import ImgclassError
-
-
-def write_digits(out: str, *, seed: int = 42, test_fraction: float = 0.2, force: bool = False) -> dict[str, int]:
-    """scikit-learn's 1,797 real 8x8 handwritten digits as OUT/{train,test}/<digit>/digit-NNNN.png (stratified, seeded)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    _check_example_out(out, force)
-    digits = load_digits()
-    # 0-16 intensities -> 0-255 grayscale, ink dark on white like a scanned digit.
-    images = (255 - np.round(digits.images * (255 / 16))).astype(np.uint8)
-    idx = np.arange(len(images))
-    train_idx, test_idx = train_test_split(idx, test_size=test_fraction, stratify=digits.target, random_state=seed)
-    counts = {"train": 0, "test": 0}
-    with rundir.staged(out, force, check=_check_example_out) as tmp:
-        for split, ids in (("train", train_idx), ("test", test_idx)):
-            for i in sorted(ids):
-                folder = os.path.join(tmp, split, str(digits.target[i]))
-                os.makedirs(folder, exist_ok=True)
-                Image.fromarray(images[i], mode="L").save(os.path.join(folder, f"digit-{i:04d}.png"))
-                counts[split] += 1
-        with open(os.path.join(tmp, "SOURCE.txt"), "w") as f:
-            f.write("imgclass example: scikit-learn load_digits() (UCI optical recognition of handwritten digits)\n")
-    return counts
-
-
-def _check_example_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        if not force:
-            raise ImgclassError(f"{out}: already exists and is not empty; pass --force or choose another folder")
-        if not _is_digits_export(out):
-            raise ImgclassError(f"{out}: exists and is not an imgclass example export; refusing to replace it")
-
-
-def _is_digits_export(path: str) -> bool:
-    try:
-        with open(os.path.join(path, "SOURCE.txt")) as f:
-            return f.read().startswith("imgclass example")
-    except OSError:
-        return False
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# prepare SRC OUT: look at every file once, split, link, write manifest.csv and prepare.json.
 
 SPLITS = ("train", "val", "test")
 
@@ -71,7 +27,7 @@ class Entry:
     source: str  # relative to SRC
     cls: str
     split: str | None  # from an existing train/val/test layout, else None until assigned
-    info: verify.FileInfo
+    info: FileInfo
     out_path: str = ""  # relative to OUT
     rescued: str = ""  # a downscaled copy (--max-size) of a JPEG too large to decode, in a temporary folder
 
@@ -82,39 +38,41 @@ class PrepareResult:
     entries: list[Entry] = field(default_factory=list)
 
 
-def _collect(src: str) -> tuple[str, list[tuple[str | None, str, str]], list[tuple[str, str]], list[str], list[str]]:
-    """(layout, [(split, class, abs path)], [(path, reason)] non-images, ignored paths, empty class folders)."""
-    layout = dataset.detect_layout(src)
-    folders = []
+@dataclass
+class Found:
+    """What _collect found under SRC."""
+
+    layout: str  # classes | splits
+    files: list[tuple[str | None, str, str]]  # (split from the layout or None, class, path) of each image file
+    not_images: list[tuple[str, str]]  # (path, reason)
+    ignored: list[str]  # hidden, system and stray files, relative to SRC
+    empty: list[str]  # class folders without images, relative to SRC
+
+
+def _collect(src: str) -> Found:
+    layout = folders.detect_layout(src)
+    roots = []
     if layout == "splits":
-        for d in dataset._visible_dirs(src):
-            if d in dataset.SPLIT_ALIASES:
-                folders.append((dataset.SPLIT_ALIASES[d], os.path.join(src, d)))
+        for d in folders.visible_dirs(src):
+            if d in folders.SPLIT_ALIASES:
+                roots.append((folders.SPLIT_ALIASES[d], os.path.join(src, d)))
     else:
-        folders.append((None, src))
+        roots.append((None, src))
     files, skipped, ignored, empty = [], [], [], []
-    for split, folder in folders:
-        for cls in dataset._visible_dirs(folder):
+    for split, folder in roots:
+        for cls in folders.visible_dirs(folder):
             cdir = os.path.join(folder, cls)
-            found = dataset.walk_images(cdir, skipped)
+            found = folders.walk_images(cdir, skipped)
             if not found:
                 empty.append(os.path.relpath(cdir, src))
             files += [(split, cls, p) for p in found]
         for dirpath, dirnames, filenames in os.walk(folder):
-            hidden = [n for n in filenames + dirnames if dataset.is_ignored(n)]
+            hidden = [n for n in filenames + dirnames if folders.is_ignored(n)]
             ignored += [os.path.relpath(os.path.join(dirpath, n), src) for n in hidden]
             dirnames[:] = [d for d in dirnames if d not in hidden and not os.path.islink(os.path.join(dirpath, d))]
             if dirpath == folder:  # files beside the class folders (a README) are not data
                 ignored += [os.path.relpath(os.path.join(dirpath, n), src) for n in filenames if n not in hidden]
-    return layout, files, skipped, sorted(set(ignored)), empty
-
-
-def _check_prepare_out(out: str, force: bool) -> None:
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        if not force:
-            raise ImgclassError(f"{out}: already exists and is not empty; pass --force or choose another folder")
-        if not os.path.isfile(os.path.join(out, PREPARE_INFO)):
-            raise ImgclassError(f"{out}: exists and is not a folder written by imgclass prepare; refusing to replace it")
+    return Found(layout, files, skipped, sorted(set(ignored)), empty)
 
 
 def _holdout_counts(n: int, val: float, test: float) -> tuple[int, int]:
@@ -165,7 +123,7 @@ def _link(src: str, dst: str, copy: bool) -> str:
         return "symlink"
 
 
-def _downscale(src: str, dst: str, info: verify.FileInfo, max_size: int) -> tuple[str, int, int]:
+def _downscale(src: str, dst: str, info: FileInfo, max_size: int) -> tuple[str, int, int]:
     """A copy whose longer side is max_size (aspect kept, EXIF orientation applied, RGB); returns (path, w, h)."""
     from PIL import Image, ImageOps
 
@@ -195,40 +153,68 @@ def _stats(values: list[float]) -> dict:
     return {"min": v[0], "median": v[len(v) // 2], "max": v[-1]}
 
 
-def prepare(src: str, out: str, *, val: float | None = None, test: float | None = None, seed: int = 42,
-            copy: bool = False, max_size: int | None = None, force: bool = False, progress=None) -> PrepareResult:
+def prepare(src: str, out: str, config: PrepareConfig, *, force: bool = False, progress=None) -> PrepareResult:
     """Check every file under SRC, split it, and write OUT: class folders of links (or copies), manifest.csv and
     prepare.json. SRC is only read. `progress(done, total)` is called as files are checked."""
-    import time
-
-    from imgclass_cli import __version__
-
     started = time.time()
-    dataset._check_root(src)
+    _check_paths(src, out, force)
+    found = _collect(src)
+    val_f, test_f = _holdout_fractions(src, found, config)
+    entries, decode_seconds = _check(src, found, progress)
+    rescue_tmp = tempfile.TemporaryDirectory(prefix="imgclass-prepare-") if config.max_size else None
+    try:
+        if rescue_tmp is not None:
+            for e in entries:
+                if _rescuable(e.info):
+                    _rescue(os.path.join(src, e.source), rescue_tmp.name, e, config.max_size)
+        ok = [e for e in entries if e.info.ok]
+        groups = _assign_splits(ok, found.layout, val_f, test_f, config.seed)
+        _assign_out_paths(ok, found.layout)
+        with fs.staged(out, force, fs.PREPARED) as tmp:
+            laid_out = _lay_out(src, tmp, ok, config)
+            report = _report(src, out, found, entries, groups, val_f, test_f, config.seed)
+            report["decode"] = {"images": len(found.files), "seconds": round(decode_seconds, 3),
+                                "images_per_second": round(len(found.files) / decode_seconds, 1)
+                                if decode_seconds > 0 else None}
+            report.update(laid_out, seconds=round(time.time() - started, 3))
+            _write_manifest(src, tmp, entries, config, val_f, test_f, report)
+    finally:
+        if rescue_tmp is not None:
+            rescue_tmp.cleanup()
+    return PrepareResult(report, entries)
+
+
+def _check_paths(src: str, out: str, force: bool) -> None:
+    folders.check_root(src)
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if out_abs == src_abs or out_abs.startswith(src_abs + os.sep) or src_abs.startswith(out_abs + os.sep):
         raise ImgclassError(f"{out}: must be outside the source folder {src} (and not contain it)")
     if dataset.is_prepared(src):
         raise ImgclassError(f"{src}: is already a prepared folder (it has {MANIFEST}); use it directly")
-    _check_prepare_out(out, force)
+    fs.check_out(out, force, fs.PREPARED)
 
-    layout, files, not_images, ignored, empty = _collect(src)
-    if not files and not not_images:
+
+def _holdout_fractions(src: str, found: Found, config: PrepareConfig) -> tuple[float, float]:
+    """An existing split is respected; missing splits are carved from train only when asked for explicitly."""
+    if not found.files and not found.not_images:
         raise ImgclassError(f"{src}: no files found; expected one sub-folder of images per class")
-    existing = {s for s, _, _ in files if s}
-    if layout == "splits" and "train" not in existing:
+    existing = {s for s, _, _ in found.files if s}
+    if found.layout == "splits" and "train" not in existing:
         raise ImgclassError(f"{src}: has val/test folders but no train/ images")
-    # An existing split is respected; missing splits are carved from train only when asked for explicitly.
-    if layout == "classes":
-        val_f = DEFAULT_HOLDOUT if val is None else val
-        test_f = DEFAULT_HOLDOUT if test is None else test
+    if found.layout == "classes":
+        val_f = DEFAULT_HOLDOUT if config.val is None else config.val
+        test_f = DEFAULT_HOLDOUT if config.test is None else config.test
     else:
-        val_f = 0.0 if "val" in existing or val is None else val
-        test_f = 0.0 if "test" in existing or test is None else test
+        val_f = 0.0 if "val" in existing or config.val is None else config.val
+        test_f = 0.0 if "test" in existing or config.test is None else config.test
     if val_f + test_f >= 1:
         raise ImgclassError(f"--val {val_f} + --test {test_f} leaves nothing to train on")
+    return val_f, test_f
 
-    total = len(files)
+
+def _check(src: str, found: Found, progress) -> tuple[list[Entry], float]:
+    """Entries of every file found (images checked, non-images bad), and the seconds the decode check took."""
+    total = len(found.files)
     done = [0]
 
     def tick(_info):
@@ -236,23 +222,21 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
         if progress:
             progress(done[0], total)
 
-    if files:
+    if found.files:
         from imgclass_cli._tf import tf
 
         tf()  # imported before the clock starts: the decode rate is the decoder's, not TensorFlow's start-up
     t0 = time.time()
-    infos = verify.check_files([p for _, _, p in files], on_done=tick)
-    decode_seconds = time.time() - t0
-    entries = [Entry(os.path.relpath(p, src), cls, split, info) for (split, cls, p), info in zip(files, infos)]
-    bad_entries = [Entry(os.path.relpath(p, src), _class_of(p, src, layout), None,
-                         verify.FileInfo(path=p, status="bad", reason=r)) for p, r in not_images]
-    rescue_tmp = tempfile.TemporaryDirectory(prefix="imgclass-prepare-") if max_size else None
-    if rescue_tmp is not None:
-        for e in entries:
-            if _rescuable(e.info):
-                _rescue(os.path.join(src, e.source), rescue_tmp.name, e, max_size)
-    ok = [e for e in entries if e.info.ok]
+    infos = verify.check_files([p for _, _, p in found.files], on_done=tick)
+    seconds = time.time() - t0
+    entries = [Entry(os.path.relpath(p, src), cls, split, info) for (split, cls, p), info in zip(found.files, infos)]
+    entries += [Entry(os.path.relpath(p, src), _class_of(p, src, found.layout), None,
+                      FileInfo(path=p, status="bad", reason=r)) for p, r in found.not_images]
+    return entries, seconds
 
+
+def _assign_splits(ok: list[Entry], layout: str, val_f: float, test_f: float, seed: int) -> dict[str, list[Entry]]:
+    """Give every readable entry its split; returns the groups of exact duplicates (by sha256)."""
     groups: dict[str, list[Entry]] = {}
     for e in sorted(ok, key=lambda e: e.source):
         groups.setdefault(e.info.sha256, []).append(e)
@@ -263,8 +247,11 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
     _assign(groups, val_f, test_f, seed)
     for e in ok:
         e.split = e.split or "train"  # a copy of an image already in val/ or test/ stays in train: reported as leakage
+    return groups
 
-    # Files in OUT: <split>/<class>/<path inside the class folder>; a clash (two sources -> one name) gets ~N.
+
+def _assign_out_paths(ok: list[Entry], layout: str) -> None:
+    """Files in OUT: <split>/<class>/<path inside the class folder>; a clash (two sources -> one name) gets ~N."""
     taken: set[str] = set()
     for e in sorted(ok, key=lambda e: e.source):
         inner = _inner_path(e.source, layout)
@@ -277,45 +264,46 @@ def prepare(src: str, out: str, *, val: float | None = None, test: float | None 
         taken.add(target.lower())
         e.out_path = target
 
+
+def _lay_out(src: str, tmp: str, ok: list[Entry], config: PrepareConfig) -> dict:
+    """Link, copy or downscale every readable image into the staging folder; returns what was done."""
     link_kinds: Counter = Counter()
     downscaled = 0
-    with rundir.staged(out, force, check=_check_prepare_out) as tmp:
-        for e in ok:
-            s = os.path.join(src, e.source)
-            dst = os.path.join(tmp, e.out_path)
-            if e.rescued:
-                dst = os.path.splitext(dst)[0] + ".jpg"
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.move(e.rescued, dst)
-                e.out_path = os.path.relpath(dst, tmp)
-                downscaled += 1
-            elif max_size and max(e.info.width, e.info.height) > max_size:
-                dst, _, _ = _downscale(s, dst, e.info, max_size)
-                e.out_path = os.path.relpath(dst, tmp)
-                e.info.orientation = 1  # applied in the copy
-                downscaled += 1
-            else:
-                link_kinds[_link(s, dst, copy)] += 1
-        rows = [_row(e) for e in sorted(entries + bad_entries, key=lambda e: e.source) if e.info.ok]
-        rows += [_row(e) for e in sorted(entries + bad_entries, key=lambda e: e.source) if not e.info.ok]
-        rundir.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows))
-        report = _report(src, out, layout, entries + bad_entries, groups, ignored, empty, val_f, test_f, seed)
-        report["decode"] = {"images": total, "seconds": round(decode_seconds, 3),
-                            "images_per_second": round(total / decode_seconds, 1) if decode_seconds > 0 else None}
-        report["links"] = dict(link_kinds)
-        report["downscaled"] = downscaled
-        report["seconds"] = round(time.time() - started, 3)
-        rundir.write_json_atomic(os.path.join(tmp, PREPARE_INFO), {
-            "imgclass_prepare": __version__, "source": src_abs,
-            "options": {"val": val_f, "test": test_f, "seed": seed, "copy": copy, "max_size": max_size},
-            "report": report,
-        })
-    if rescue_tmp is not None:
-        rescue_tmp.cleanup()
-    return PrepareResult(report, entries + bad_entries)
+    for e in ok:
+        s = os.path.join(src, e.source)
+        dst = os.path.join(tmp, e.out_path)
+        if e.rescued:
+            dst = os.path.splitext(dst)[0] + ".jpg"
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.move(e.rescued, dst)
+            e.out_path = os.path.relpath(dst, tmp)
+            downscaled += 1
+        elif config.max_size and max(e.info.width, e.info.height) > config.max_size:
+            dst, _, _ = _downscale(s, dst, e.info, config.max_size)
+            e.out_path = os.path.relpath(dst, tmp)
+            e.info.orientation = 1  # applied in the copy
+            downscaled += 1
+        else:
+            link_kinds[_link(s, dst, config.copy)] += 1
+    return {"links": dict(link_kinds), "downscaled": downscaled}
 
 
-def _rescuable(info: verify.FileInfo) -> bool:
+def _write_manifest(src: str, tmp: str, entries: list[Entry], config: PrepareConfig, val_f: float, test_f: float,
+                    report: dict) -> None:
+    from imgclass_cli import __version__
+
+    ordered = sorted(entries, key=lambda e: e.source)
+    rows = [_row(e) for e in ordered if e.info.ok] + [_row(e) for e in ordered if not e.info.ok]
+    fs.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows))
+    fs.write_json_atomic(os.path.join(tmp, PREPARE_INFO), {
+        "imgclass_prepare": __version__, "source": os.path.realpath(src),
+        "options": {"val": val_f, "test": test_f, "seed": config.seed, "copy": config.copy,
+                    "max_size": config.max_size},
+        "report": report,
+    })
+
+
+def _rescuable(info: FileInfo) -> bool:
     """A JPEG refused for its size that DCT scaling (1/8) brings under the limit: --max-size can still use it."""
     return (not info.ok and info.format == "jpeg" and "megapixel limit" in info.reason and info.width > 0
             and (info.width / 8) * (info.height / 8) <= MAX_IMAGE_PIXELS)
@@ -330,9 +318,9 @@ def _rescue(path: str, folder: str, e: Entry, max_size: int) -> None:
         return
     check = verify.check_file(dst, digest=False)
     if not check.ok:
-        os.remove(dst)
+        fs.remove_file(dst)
         return
-    e.info = verify.FileInfo(path=src_info.path, format="jpeg", width=src_info.width, height=src_info.height,
+    e.info = FileInfo(path=src_info.path, format="jpeg", width=src_info.width, height=src_info.height,
                              mode=src_info.mode, orientation=1, sha256=src_info.sha256, bytes=src_info.bytes)
     e.rescued = dst
 
@@ -366,7 +354,7 @@ _MODE_NOTES = {
 _PLACEHOLDER = re.compile(r"not.?found|placeholder|unavailable|missing|no.?image|default|blank", re.I)
 
 
-def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_f, test_f, seed) -> dict:
+def _report(src, out, found: Found, entries: list[Entry], groups, val_f, test_f, seed) -> dict:
     ok = [e for e in entries if e.info.ok]
     classes = sorted({e.cls for e in ok})
     counts = {s: {c: 0 for c in classes} for s in SPLITS}
@@ -374,17 +362,6 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
         counts[e.split][e.cls] += 1
     counts = {s: v for s, v in counts.items() if sum(v.values())}
     per_class = Counter(e.cls for e in ok)
-    dup_class, dup_cross, dup_split = [], [], []
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        paths = [m.source for m in members]
-        if len({m.cls for m in members}) > 1:
-            dup_cross.append(paths)
-        elif len(members) > 1:
-            dup_class.append(paths)
-        if len({m.split for m in members}) > 1:
-            dup_split.append([f"{m.split}: {m.source}" for m in members])
     formats = Counter(e.info.format for e in ok)
     by_format: dict[str, list[str]] = {}
     for e in ok:
@@ -392,6 +369,35 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
     ext_ok = {"jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"), "png": (".png",), "gif": (".gif",), "bmp": (".bmp", ".dib")}
     mismatch = [{"path": e.source, "content": e.info.format} for e in ok
                 if not e.source.lower().endswith(ext_ok.get(e.info.format, ()))]
+    small = [e.source for e in ok if min(e.info.width, e.info.height) < SMALL_IMAGE_SIDE]
+    return {
+        "source": os.path.abspath(src),
+        "out": os.path.abspath(out),
+        "layout": found.layout,
+        "classes": classes,
+        "files": len(entries),
+        "images": len(ok),
+        "counts": counts,
+        "per_class": {c: per_class[c] for c in classes},
+        "imbalance_ratio": round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None,
+        "split": {"val": val_f, "test": test_f, "seed": seed},
+        "formats": dict(sorted(formats.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "rare_formats": {f: sorted(ps) for f, ps in by_format.items() if len(ps) <= 3 and len(by_format) > 1},
+        "extension_mismatch": mismatch,
+        "sizes": {"width": _stats([e.info.width for e in ok]), "height": _stats([e.info.height for e in ok]),
+                  "megapixels": _stats([round(e.info.width * e.info.height / 1e6, 3) for e in ok])},
+        "small": {"threshold": SMALL_IMAGE_SIDE, "count": len(small), "examples": small[:10]},
+        "bad": [{"path": e.source, "class": e.cls, "reason": e.info.reason}
+                for e in sorted(entries, key=lambda e: e.source) if not e.info.ok],
+        "notes": _notes(ok),
+        "duplicates": _duplicates(groups),
+        "empty_class_folders": found.empty,
+        "ignored": found.ignored,
+    }
+
+
+def _notes(ok: list[Entry]) -> list[dict]:
+    """Odd but usable files: rescued, animated, rotated, unusual modes, placeholder-looking or awkward names."""
     notes = []
     for e in ok:
         i = e.info
@@ -415,28 +421,19 @@ def _report(src, out, layout, entries: list[Entry], groups, ignored, empty, val_
         if " " in name or not name.isascii():
             notes.append({"path": e.source, "note": "name with spaces or non-ASCII characters: read fine, "
                                                     "kept as is in manifest.csv; quote it in shell commands"})
-    small = [e.source for e in ok if min(e.info.width, e.info.height) < SMALL_IMAGE_SIDE]
-    return {
-        "source": os.path.abspath(src),
-        "out": os.path.abspath(out),
-        "layout": layout,
-        "classes": classes,
-        "files": len(entries),
-        "images": len(ok),
-        "counts": counts,
-        "per_class": {c: per_class[c] for c in classes},
-        "imbalance_ratio": round(max(per_class.values()) / min(per_class.values()), 2) if per_class else None,
-        "split": {"val": val_f, "test": test_f, "seed": seed},
-        "formats": dict(sorted(formats.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "rare_formats": {f: sorted(ps) for f, ps in by_format.items() if len(ps) <= 3 and len(by_format) > 1},
-        "extension_mismatch": mismatch,
-        "sizes": {"width": _stats([e.info.width for e in ok]), "height": _stats([e.info.height for e in ok]),
-                  "megapixels": _stats([round(e.info.width * e.info.height / 1e6, 3) for e in ok])},
-        "small": {"threshold": SMALL_IMAGE_SIDE, "count": len(small), "examples": small[:10]},
-        "bad": [{"path": e.source, "class": e.cls, "reason": e.info.reason}
-                for e in sorted(entries, key=lambda e: e.source) if not e.info.ok],
-        "notes": notes,
-        "duplicates": {"within_class": dup_class, "across_classes": dup_cross, "across_splits": dup_split},
-        "empty_class_folders": empty,
-        "ignored": ignored,
-    }
+    return notes
+
+
+def _duplicates(groups: dict[str, list[Entry]]) -> dict:
+    dup_class, dup_cross, dup_split = [], [], []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        paths = [m.source for m in members]
+        if len({m.cls for m in members}) > 1:
+            dup_cross.append(paths)
+        else:
+            dup_class.append(paths)
+        if len({m.split for m in members}) > 1:
+            dup_split.append([f"{m.split}: {m.source}" for m in members])
+    return {"within_class": dup_class, "across_classes": dup_cross, "across_splits": dup_split}

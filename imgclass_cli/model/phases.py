@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from imgclass_cli._tf import keras
 from imgclass_cli.errors import ImgclassError
+from imgclass_cli.model.build import BACKBONE_LAYER
 
 
 def _has_weights(layer) -> bool:
@@ -44,9 +45,9 @@ def unfrozen_layers(backbone, unfreeze: int = 0, unfreeze_from: str | None = Non
     return layers[len(layers) - unfreeze:] if unfreeze else []
 
 
-def set_phase(model, phase: int, unfreeze: int = 0, unfreeze_from: str | None = None, backbone_name: str = "backbone"):
+def set_phase(model, phase: int, unfreeze: int = 0, unfreeze_from: str | None = None):
     """Set trainable flags for phase 1 or 2 and return the list of backbone layers that train."""
-    base = model.get_layer(backbone_name)
+    base = model.get_layer(BACKBONE_LAYER)
     if phase == 1:
         base.trainable = False
         return []

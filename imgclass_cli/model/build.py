@@ -5,14 +5,27 @@ from __future__ import annotations
 import os
 
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.backbones import get_backbone, is_backbone
+from imgclass_cli.config import (
+    DEFAULT_SCRATCH_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    RESIZE_ANTIALIAS,
+    RESIZE_INTERPOLATION,
+    SCRATCH_ARCHS,
+    SCRATCH_MIN_SIZE,
+)
 from imgclass_cli.errors import ImgclassError
+from imgclass_cli.model.backbones import get_backbone, is_backbone
 
 tf()
 _keras = keras()
 
+# Layer names other modules find layers by (feature cache, phases, export): the model's public interface.
+RESIZE_LAYER = "resize"
+PREPROCESS_LAYER = "preprocess"
 BACKBONE_LAYER = "backbone"
-SCRATCH_MIN_SIZE = {"simple-cnn": 32, "cnn": 8}  # three unpadded 3x3 conv + pool blocks need 32 px
+POOL_LAYER = "pool"
+DROPOUT_LAYER = "dropout"
+CLASSIFIER_LAYER = "classifier"
 
 
 @_keras.saving.register_keras_serializable(package="imgclass")
@@ -48,6 +61,10 @@ class SmoothedSparseCrossentropy(_keras.losses.Loss):
         return {"num_classes": self.num_classes, "label_smoothing": self.label_smoothing, "name": self.name}
 
 
+CUSTOM_OBJECTS = {"imgclass>BackbonePreprocess": BackbonePreprocess,
+                  "imgclass>SmoothedSparseCrossentropy": SmoothedSparseCrossentropy}
+
+
 def keras_cache_dir() -> str:
     return os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
 
@@ -55,15 +72,15 @@ def keras_cache_dir() -> str:
 def _input_and_resize(image_size: int):
     L = _keras.layers
     inputs = _keras.Input(shape=(None, None, 3), name="image")
-    x = L.Resizing(image_size, image_size, interpolation="bilinear", antialias=True, name="resize")(inputs)
+    x = L.Resizing(image_size, image_size, interpolation=RESIZE_INTERPOLATION, antialias=RESIZE_ANTIALIAS,
+                   name=RESIZE_LAYER)(inputs)
     return inputs, x
 
 
 def build_backbone(name: str, image_size: int, weights: str):
     """A Keras Applications network without its top. weights: imagenet | none | a weights file."""
     spec = get_backbone(name)
-    if image_size < spec.min_size:
-        raise ImgclassError(f"--image-size {image_size} is too small for {spec.name}: it needs at least {spec.min_size}")
+    check_image_size(spec.name, image_size)
     if weights == "imagenet":
         try:
             base = spec.build(image_size, "imagenet")
@@ -89,7 +106,7 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
         model_path = os.path.join(path, "model.keras")
         if not os.path.exists(model_path):
             raise ImgclassError(f"--weights {path}: a folder must be an imgclass run directory (no model.keras in it)")
-        source = _keras.models.load_model(model_path, compile=False)
+        source = load_model(model_path)
         try:
             src = source.get_layer(BACKBONE_LAYER)
         except ValueError:
@@ -112,7 +129,7 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
     trainable_backbone is True (training a Keras Applications network from scratch).
     """
     L = _keras.layers
-    if arch in ("cnn", "simple-cnn"):
+    if arch in SCRATCH_ARCHS:
         if weights != "none":
             raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
         return _scratch(arch, num_classes, image_size, dropout)
@@ -120,7 +137,7 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
         get_backbone(arch)  # raises with a suggestion
     spec = get_backbone(arch)
     inputs, x = _input_and_resize(image_size)
-    x = BackbonePreprocess(spec.name, name="preprocess")(x)
+    x = BackbonePreprocess(spec.name, name=PREPROCESS_LAYER)(x)
     base = build_backbone(spec.name, image_size, weights)
     if trainable_backbone is None:
         trainable_backbone = weights == "none"
@@ -133,9 +150,9 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
             if isinstance(layer, L.BatchNormalization):
                 layer.momentum = min(layer.momentum, 0.9)
     x = base(x, training=None if trainable_backbone else False)
-    x = L.GlobalAveragePooling2D(name="pool")(x)
-    x = L.Dropout(dropout, name="dropout")(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
+    x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
     return _keras.Model(inputs, outputs, name=f"imgclass_{spec.name}")
 
 
@@ -164,7 +181,7 @@ def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
                 x = L.MaxPooling2D()(x)
         x = L.GlobalAveragePooling2D()(x)
         x = L.Dropout(dropout)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
     return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}")
 
 
@@ -185,19 +202,33 @@ def typical_size(paths: list[str], sample: int = 64) -> int | None:
     return int(sorted(sizes)[len(sizes) // 2]) if sizes else None
 
 
+def min_image_size(arch: str) -> int:
+    """The smallest --image-size an architecture takes."""
+    if arch in SCRATCH_MIN_SIZE:
+        return SCRATCH_MIN_SIZE[arch]
+    return max(MIN_IMAGE_SIZE, get_backbone(arch).min_size) if is_backbone(arch) else MIN_IMAGE_SIZE
+
+
+def check_image_size(arch: str, image_size: int) -> None:
+    minimum = min_image_size(arch)
+    if image_size < minimum:
+        raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
+
+
 def resolve_image_size(arch: str, image_size: int | None, native: int | None = None) -> int:
     """--image-size, else the backbone's default size; scratch CNNs train at the images' own size when they
-    are smaller than 128 px (upsampling 28 px images to 128 px costs 20x the compute and adds no information),
-    at least the architecture's minimum, else at 128."""
-    from imgclass_cli.config import DEFAULT_SCRATCH_IMAGE_SIZE
-
+    are smaller than the default (upsampling 28 px images to 128 px costs 20x the compute and adds no information),
+    at least the architecture's minimum, else at the default."""
     if image_size is not None:
-        minimum = SCRATCH_MIN_SIZE.get(arch) or (get_backbone(arch).min_size if is_backbone(arch) else 8)
-        if image_size < minimum:
-            raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
+        check_image_size(arch, image_size)
         return image_size
     if is_backbone(arch):
         return get_backbone(arch).default_size
     if native is not None and native < DEFAULT_SCRATCH_IMAGE_SIZE:
-        return max(native, SCRATCH_MIN_SIZE.get(arch, 8))
+        return max(native, min_image_size(arch))
     return DEFAULT_SCRATCH_IMAGE_SIZE
+
+
+def load_model(path: str):
+    """A model saved by imgclass, with its custom layers; Keras' safe mode stays on (no Lambda code runs)."""
+    return _keras.models.load_model(path, compile=False, custom_objects=CUSTOM_OBJECTS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from imgclass_cli.config import METRIC_KEYS
 from imgclass_cli.errors import GateFailed, ImgclassError
+from imgclass_cli.report.metrics import METRIC_KEYS
 
 PER_CLASS_FIELDS = ("precision", "recall", "f1")
 

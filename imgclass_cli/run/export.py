@@ -10,7 +10,6 @@ the Keras model of the run and to the export and compares their top-1 prediction
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
 import shutil
@@ -19,11 +18,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from imgclass_cli import predictors, rundir
+from imgclass_cli import fs
+from imgclass_cli._tf import quiet_native_stderr
+from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
 from imgclass_cli.errors import GateFailed, ImgclassError
-
-FORMATS = ("savedmodel", "tflite", "keras")
-QUANTIZATIONS = ("float16", "int8")
+from imgclass_cli.model.build import RESIZE_LAYER
+from imgclass_cli.run import predictors, rundir
 REPRESENTATIVE_IMAGES = 200  # int8 calibration: enough to settle activation ranges, a few seconds to run
 
 
@@ -55,16 +55,6 @@ def default_out(run_path: str, fmt: str, quantize: str | None) -> str:
     return os.path.join(run_path, "export", fmt + (f"-{quantize}" if quantize else ""))
 
 
-def _check_out(path: str, force: bool) -> None:
-    if not os.path.exists(path):
-        return
-    if not force:
-        raise ImgclassError(f"{path}: already exists; pass --force to replace it or choose another --out")
-    is_export = os.path.isdir(path) and os.path.exists(os.path.join(path, predictors.EXPORT_INFO))
-    if not is_export and (not os.path.isdir(path) or os.listdir(path)):
-        raise ImgclassError(f"{path}: exists and is not an imgclass export directory; refusing to replace it even with --force")
-
-
 # ---------------------------------------------------------------- images recorded in the run
 
 def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
@@ -89,7 +79,7 @@ def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
 
 
 def folder_images(folder: str) -> tuple[list[str], str]:
-    from imgclass_cli.inference import expand_inputs
+    from imgclass_cli.run.inference import expand_inputs
 
     if not os.path.isdir(folder):
         raise ImgclassError(f"{folder}: no such folder")
@@ -109,7 +99,7 @@ def sample(paths: list[str], n: int, seed: int) -> list[str]:
 
 def load_images(paths: list[str], image_size: int) -> np.ndarray:
     """Decode with the project's one decoder (as predict does); unreadable files are left out."""
-    from imgclass_cli import pipeline
+    from imgclass_cli.data import pipeline
 
     batches = [b.images for b in pipeline.iter_batches(paths, image_size, 64) if b.images is not None]
     if not batches:
@@ -124,7 +114,7 @@ def serving_model(model):
     from imgclass_cli._tf import keras
 
     try:
-        resize = model.get_layer("resize")
+        resize = model.get_layer(RESIZE_LAYER)
     except ValueError:
         raise ImgclassError("this model has no 'resize' layer; it was not built by imgclass") from None
     return keras().Model(resize.output, model.output, name=f"{model.name}_serving")
@@ -142,7 +132,7 @@ def write_savedmodel(model, image_size: int, path: str) -> None:
         fn=lambda image: {"probabilities": sub(image, training=False)},
         input_signature=[tf().TensorSpec([None, image_size, image_size, 3], tf().float32, name="image")],
     )
-    with predictors.quiet_native_stderr():
+    with quiet_native_stderr():
         archive.write_out(path, verbose=False)
 
 
@@ -176,7 +166,7 @@ def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.
 
             conv.representative_dataset = gen
             conv.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8, t.lite.OpsSet.TFLITE_BUILTINS]
-    with predictors.quiet_native_stderr():
+    with quiet_native_stderr():
         try:
             return conv.convert()
         except Exception as e:
@@ -191,109 +181,122 @@ def _size(path: str) -> int:
 
 # ---------------------------------------------------------------- the command
 
-def export(run_path: str, fmt: str, *, quantize: str | None = None, out: str | None = None, force: bool = False,
-           parity_images: int = 100, min_agreement: float = 0.99, data: str | None = None,
-           seed: int | None = None, reporter=None) -> ExportResult:
-    """Write RUN's model as `fmt` into `out` (default RUN/export/FMT[-QUANTIZE]) with labels, export.json, parity."""
-    from imgclass_cli.training import library_versions
-
+def export(run_path: str, config: ExportConfig, *, out: str | None = None, force: bool = False,
+           data: str | None = None, seed: int | None = None, reporter=None) -> ExportResult:
+    """Write RUN's model as config.format into `out` (default RUN/export/FMT[-QUANTIZE]) with labels,
+    export.json and the parity check; nothing is installed when the check fails."""
     say = reporter.info if reporter is not None else (lambda m: None)
-    if fmt not in FORMATS:
-        raise ImgclassError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
-    if quantize is not None and fmt != "tflite":
-        raise ImgclassError(f"--quantize {quantize} applies to --format tflite only")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ImgclassError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZATIONS)}")
-    if not 0.0 <= min_agreement <= 1.0:
+    fmt = ExportFormat(config.format)
+    quantize = Quantize(config.quantize) if config.quantize is not None else None
+    if quantize is not None and fmt != ExportFormat.tflite:
+        raise ImgclassError(f"--quantize {quantize.value} applies to --format tflite only")
+    if not 0.0 <= config.min_agreement <= 1.0:
         raise ImgclassError("--min-agreement is a fraction between 0 and 1")
-    out = out or default_out(run_path, fmt, quantize)
-    _check_out(out, force)
+    out = out or default_out(run_path, fmt.value, quantize.value if quantize else None)
+    fs.check_out(out, force, fs.EXPORT)
 
     model, info = rundir.load(run_path)
-    size, names = info.image_size, info.class_names
     seed = info.config.seed if seed is None else seed
-
     representative = None
-    if quantize == "int8":
+    if quantize == Quantize.int8:
         paths, source = folder_images(data) if data else recorded_images(info, ("train",))
         paths = sample(paths, REPRESENTATIVE_IMAGES, seed)
         say(f"calibrating int8 ranges on {len(paths)} images of the {source}")
-        representative = load_images(paths, size)
-
-    parity_x = parity_source = None
-    if parity_images > 0:
+        representative = load_images(paths, info.image_size)
+    check = None
+    if config.parity > 0:
         paths, parity_source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
-        parity_x = load_images(sample(paths, parity_images, seed + 1), size)
-        reference = model(parity_x, training=False).numpy()
+        x = load_images(sample(paths, config.parity, seed + 1), info.image_size)
+        check = ParityInput(x, model(x, training=False).numpy(), parity_source, config.min_agreement)
 
-    # int8 tries full-integer first; if its top-1 agreement is below --min-agreement, dynamic-range int8 (int8
-    # weights, float activations) usually keeps the predictions at the same file size. export.json records which.
-    modes = list(INT8_MODES) if quantize == "int8" and parity_x is not None else [INT8_MODES[0]]
-    started = time.time()
-    with rundir.staged(out, force, check=_check_out) as tmp:
-        rundir.write_json_atomic(os.path.join(tmp, rundir.LABELS), list(names))
-        rundir.write_text_atomic(os.path.join(tmp, predictors.LABELS_TXT), "".join(f"{n}\n" for n in names))
-        meta = {
-            "format": fmt,
-            "quantize": quantize,
-            "model": None,
-            "image_size": size,
-            "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
-                      "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
-            if fmt != "keras" else {"name": "image", "shape": [None, None, None, 3], "dtype": "float32",
-                                    "values": "RGB 0-255, any size (the Resizing layer is inside)"},
-            "output": {"name": "probabilities", "shape": [None, len(names)], "dtype": "float32",
-                       "values": "softmax in labels.txt order"},
-            "labels": predictors.LABELS_TXT,
-            "class_names": list(names),
-            "source_run": os.path.abspath(run_path),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": library_versions(),
-        }
-        if fmt == "keras":
-            meta["model"] = predictors.KERAS_FILE
-            shutil.copyfile(os.path.join(run_path, rundir.MODEL), os.path.join(tmp, meta["model"]))
-        elif fmt == "savedmodel":
-            meta["model"] = predictors.SAVEDMODEL_DIR
-            write_savedmodel(model, size, os.path.join(tmp, meta["model"]))
-        else:
-            meta["model"] = predictors.TFLITE_FILE
-            sm = os.path.join(tmp, ".saved_model")
-            write_savedmodel(model, size, sm)
-
-        parity = None
-        for mode in modes:
-            if fmt == "tflite":
-                with open(os.path.join(tmp, meta["model"]), "wb") as f:
-                    f.write(tflite_bytes(sm, quantize, representative, int8_mode=mode))
-                if quantize == "int8":
-                    meta["int8_mode"] = mode
-            rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
-            label = f"{fmt}{' ' + quantize if quantize else ''}{f' ({mode})' if quantize == 'int8' else ''}"
-            say(f"wrote {label} in {time.time() - started:.1f}s")
-            if parity_x is None:
-                break
-            got = predictors.load(tmp).predict(parity_x)
-            agreement = float(np.mean(reference.argmax(1) == got.argmax(1)))
-            parity = Parity(len(parity_x), agreement, float(np.abs(reference - got).max()), parity_source,
-                            min_agreement, agreement >= min_agreement)
-            meta["parity"] = asdict(parity)
-            rundir.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
-            if parity.passed:
-                break
-            if mode != modes[-1]:
-                say(f"{label}: top-1 agreement {agreement:.4f} < --min-agreement {min_agreement:.4f}; "
-                    "trying dynamic-range int8 (int8 weights, float activations)")
-        if fmt == "tflite":
-            shutil.rmtree(sm)
-        if parity is not None and not parity.passed:
-            # Nothing is installed: a CI job must not ship an export that changes predictions.
-            raise GateFailed(
-                f"parity check failed: top-1 agreement {parity.agreement:.4f} on {parity.images} images is below "
-                f"--min-agreement {min_agreement:.4f} (short by {min_agreement - parity.agreement:.4f}); "
-                f"the export was not written. Try another --quantize or check --data"
-            )
+    meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names)
+    with fs.staged(out, force, fs.EXPORT) as tmp:
+        fs.write_json_atomic(os.path.join(tmp, rundir.LABELS), list(info.class_names))
+        fs.write_text_atomic(os.path.join(tmp, predictors.LABELS_TXT), "".join(f"{n}\n" for n in info.class_names))
+        parity = _write_checked(model, run_path, tmp, meta, representative, check, say)
         files = sorted(os.listdir(tmp))
     model_path = os.path.join(out, meta["model"])
-    return ExportResult(out, fmt, quantize, model_path, _size(model_path), size, list(names), parity, files,
-                        meta.get("int8_mode"))
+    return ExportResult(out, fmt.value, meta["quantize"], model_path, _size(model_path), info.image_size,
+                        list(info.class_names), parity, files, meta.get("int8_mode"))
+
+
+@dataclass
+class ParityInput:
+    images: np.ndarray  # decoded like predict does
+    reference: np.ndarray  # the Keras model's probabilities on them
+    source: str
+    min_agreement: float
+
+
+def _export_meta(run_path: str, fmt: ExportFormat, quantize: Quantize | None, size: int, names: list[str]) -> dict:
+    """export.json: format, input and output spec, labels, source run and versions."""
+    return {
+        "format": fmt.value,
+        "quantize": quantize.value if quantize else None,
+        "model": {ExportFormat.keras: predictors.KERAS_FILE, ExportFormat.savedmodel: predictors.SAVEDMODEL_DIR,
+                  ExportFormat.tflite: predictors.TFLITE_FILE}[fmt],
+        "image_size": size,
+        "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
+                  "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
+        if fmt != ExportFormat.keras else {"name": "image", "shape": [None, None, None, 3], "dtype": "float32",
+                                           "values": "RGB 0-255, any size (the Resizing layer is inside)"},
+        "output": {"name": "probabilities", "shape": [None, len(names)], "dtype": "float32",
+                   "values": "softmax in labels.txt order"},
+        "labels": predictors.LABELS_TXT,
+        "class_names": list(names),
+        "source_run": os.path.abspath(run_path),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": rundir.library_versions(),
+    }
+
+
+def _write_checked(model, run_path: str, tmp: str, meta: dict, representative, check: ParityInput | None,
+                   say) -> Parity | None:
+    """Convert into tmp and check parity. int8 tries full-integer first; if its top-1 agreement is below
+    --min-agreement, dynamic-range int8 (int8 weights, float activations) usually keeps the predictions at the
+    same file size. export.json records which. Raises GateFailed when the last try fails the check."""
+    fmt, quantize, size = ExportFormat(meta["format"]), meta["quantize"], meta["image_size"]
+    modes = list(INT8_MODES) if quantize == "int8" and check is not None else [INT8_MODES[0]]
+    started = time.time()
+    model_path = os.path.join(tmp, meta["model"])
+    sm = os.path.join(tmp, ".saved_model")
+    if fmt == ExportFormat.keras:
+        shutil.copyfile(os.path.join(run_path, rundir.MODEL), model_path)
+    else:
+        write_savedmodel(model, size, model_path if fmt == ExportFormat.savedmodel else sm)
+    parity = None
+    for mode in modes:
+        if fmt == ExportFormat.tflite:
+            with open(model_path, "wb") as f:
+                f.write(tflite_bytes(sm, quantize, representative, int8_mode=mode))
+            if quantize == "int8":
+                meta["int8_mode"] = mode
+        fs.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        label = f"{fmt.value}{' ' + quantize if quantize else ''}{f' ({mode})' if quantize == 'int8' else ''}"
+        say(f"wrote {label} in {time.time() - started:.1f}s")
+        if check is None:
+            break
+        parity = _parity(predictors.load(tmp).predict(check.images), check)
+        meta["parity"] = asdict(parity)
+        fs.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        if parity.passed:
+            break
+        if mode != modes[-1]:
+            say(f"{label}: top-1 agreement {parity.agreement:.4f} < --min-agreement {check.min_agreement:.4f}; "
+                "trying dynamic-range int8 (int8 weights, float activations)")
+    if fmt == ExportFormat.tflite:
+        fs.remove_tree(sm)
+    if parity is not None and not parity.passed:
+        # Nothing is installed: a CI job must not ship an export that changes predictions.
+        raise GateFailed(
+            f"parity check failed: top-1 agreement {parity.agreement:.4f} on {parity.images} images is below "
+            f"--min-agreement {check.min_agreement:.4f} (short by {check.min_agreement - parity.agreement:.4f}); "
+            f"the export was not written. Try another --quantize or check --data"
+        )
+    return parity
+
+
+def _parity(got: np.ndarray, check: ParityInput) -> Parity:
+    agreement = float(np.mean(check.reference.argmax(1) == got.argmax(1)))
+    return Parity(len(check.images), agreement, float(np.abs(check.reference - got).max()), check.source,
+                  check.min_agreement, agreement >= check.min_agreement)

@@ -114,14 +114,13 @@ def tensorboard_callback(logdir: str):
     Written with core `tf.summary.write` rather than keras.callbacks.TensorBoard, which needs the separate
     `tensorboard` package even to write logs; viewing them needs it (`pip install tensorboard`), training does not.
     """
-    import shutil
-
     from tensorflow.core.framework import summary_pb2
 
+    from imgclass_cli import fs
     from imgclass_cli._tf import keras, tf
 
     t = tf()
-    shutil.rmtree(logdir, ignore_errors=True)  # a leftover of an interrupted run would mix two trainings
+    fs.remove_tree(logdir)  # a leftover of an interrupted run would mix two trainings
     scalar = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
                                          data_class=summary_pb2.DATA_CLASS_SCALAR)
 
@@ -155,9 +154,11 @@ def tensorboard_callback(logdir: str):
 def move_tensorboard_logs(logdir: str, out: str) -> str | None:
     import shutil
 
+    from imgclass_cli import fs
+
     if not os.path.isdir(logdir):
         return None
     dest = os.path.join(out, TENSORBOARD_DIR)
-    shutil.rmtree(dest, ignore_errors=True)
+    fs.remove_tree(dest)
     shutil.move(logdir, dest)
     return dest

@@ -9,40 +9,20 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from imgclass_cli import rundir
+from imgclass_cli import fs
+from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.errors import ImgclassError
+from imgclass_cli.run import rundir
 
-EXPORT_INFO = "export.json"
+EXPORT_INFO = fs.EXPORT.marker  # export.json
 LABELS_TXT = "labels.txt"
 TFLITE_FILE = "model.tflite"
 SAVEDMODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
-
-
-@contextmanager
-def quiet_native_stderr():
-    """TFLite and the converter print from C++ straight to fd 2 (XNNPACK, calibration notes): hide that, unless --debug."""
-    import sys
-
-    from imgclass_cli import _tf
-
-    if _tf._DEBUG:
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 @dataclass
@@ -161,9 +141,7 @@ def load(path: str):
     if target.kind == "savedmodel":
         return SavedModelPredictor(target.path, target.class_names, int(target.image_size))
     if target.kind == "keras":
-        from imgclass_cli import models  # noqa: F401 - registers the custom layers before loading
-        from imgclass_cli._tf import keras
+        from imgclass_cli.model.build import load_model
 
-        return KerasPredictor(keras().models.load_model(target.path, compile=False), target.class_names,
-                              int(target.image_size))
+        return KerasPredictor(load_model(target.path), target.class_names, int(target.image_size))
     raise ImgclassError(f"{path}: unknown export format {target.kind!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class Report:
         d = asdict(self)
         extra = d.pop("extra")
         return {**extra, **d}
+
+
+# The scalar keys of metrics.json, in Report's order: the table prints them, gates accept them, a test pins them.
+METRIC_KEYS = tuple(f.name for f in fields(Report) if f.type == "float")
 
 
 def compute_report(y_true, probs, class_names: list[str], top_ks=(1, 3, 5), extra: dict | None = None) -> Report:

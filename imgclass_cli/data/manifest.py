@@ -6,17 +6,17 @@ import csv
 import json
 import os
 
-from imgclass_cli import dataset
 from imgclass_cli.config import MANIFEST, PREPARE_INFO
+from imgclass_cli.data import folders
+from imgclass_cli.data.folders import Dataset, Sample
 from imgclass_cli.errors import ImgclassError
+from imgclass_cli.fs import rows_to_csv
 
 # path: the file inside the prepared folder (empty for bad files); source: the file relative to the source folder.
 COLUMNS = ["path", "class", "split", "sha256", "width", "height", "status", "reason", "orientation", "source"]
 
 
 def to_csv(rows: list[dict]) -> str:
-    from imgclass_cli.rundir import rows_to_csv
-
     return rows_to_csv([{k: r.get(k, "") for k in COLUMNS} for r in rows], COLUMNS)
 
 
@@ -43,14 +43,14 @@ def _source(info: dict, row: dict) -> str:
     return os.path.join(src, row["source"]) if src and row.get("source") else row.get("source") or row["path"]
 
 
-def _samples(root: str, rows: list[dict], split: str, index: dict[str, int]) -> list[dataset.Sample]:
+def _samples(root: str, rows: list[dict], split: str, index: dict[str, int]) -> list[Sample]:
     out = []
     for r in rows:
         if r["status"] == "ok" and r["split"] == split and r["class"] in index:
             p = os.path.join(root, r["path"])
             if not os.path.exists(p):
                 raise ImgclassError(f"{p}: listed in {MANIFEST} but missing; run imgclass prepare again")
-            out.append(dataset.Sample(p, index[r["class"]], int(r.get("orientation") or 1)))
+            out.append(Sample(p, index[r["class"]], int(r.get("orientation") or 1)))
     return out
 
 
@@ -58,7 +58,7 @@ def _bad(info: dict, rows: list[dict]) -> list[tuple[str, str]]:
     return [(_source(info, r), f"{r.get('reason') or 'bad file'} (found by prepare)") for r in rows if r["status"] != "ok"]
 
 
-def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int = 2) -> dataset.Dataset:
+def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dataset:
     """The Dataset of a prepared folder: its train/val/test split, labels and bad-file list, nothing re-decoded."""
     rows, info = read(root)
     class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == "train"})
@@ -68,18 +68,18 @@ def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int 
     unknown = sorted({r["class"] for r in rows if r["status"] == "ok" and r["class"] not in index})
     if unknown:
         raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {MANIFEST}")
-    dataset._check_classes(root, class_names, splits["train"], min_classes)
+    folders.check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
-        splits["train"], splits["val"] = dataset.stratified_split(splits["train"], val_split, seed)
-    return dataset.Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),
+        splits["train"], splits["val"] = folders.stratified_split(splits["train"], val_split, seed)
+    return Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),
                            layout="prepared", verified=True)
 
 
-def scan_for_eval(root: str, split: str | None = None) -> dataset.Dataset:
+def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """A prepared folder's split to evaluate on: the given one, else test, else val."""
     rows, info = read(root)
     present = {r["split"] for r in rows if r["status"] == "ok"}
-    chosen = dataset.SPLIT_ALIASES.get(split, split) if split else next((s for s in ("test", "val") if s in present), None)
+    chosen = folders.SPLIT_ALIASES.get(split, split) if split else next((s for s in ("test", "val") if s in present), None)
     if chosen not in present:
         raise ImgclassError(f"{root}: the manifest has no {split or 'test or val'} images to evaluate on; "
                             f"pass --split ({', '.join(sorted(present))})")
@@ -87,5 +87,5 @@ def scan_for_eval(root: str, split: str | None = None) -> dataset.Dataset:
     index = {c: i for i, c in enumerate(class_names)}
     samples = _samples(root, rows, chosen, index)
     # Bad files have no split (they never got one), so every command on a prepared folder reports all of them.
-    return dataset.Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": samples},
+    return Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": samples},
                            skipped=_bad(info, rows), layout="prepared", verified=True)

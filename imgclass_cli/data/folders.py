@@ -1,65 +1,20 @@
-"""Scan an image folder (class sub-folders, or train/val/test of class sub-folders) into a Dataset."""
+"""Image folders (class sub-folders, or train/val/test of class sub-folders) -> Samples and a Dataset.
+
+The types every data module shares (Sample, Dataset), the walk with its ignore and symlink rules, the layout
+checks and the seeded stratified split. A prepared folder (manifest.csv) is read by manifest.py instead;
+dataset.py picks which."""
 
 from __future__ import annotations
 
-import errno
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from imgclass_cli.config import IGNORED_NAMES, MANIFEST
+from imgclass_cli.config import IGNORED_NAMES
+from imgclass_cli.data.imagefile import sniff_format, why_not_image
 from imgclass_cli.errors import ImgclassError
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
-
-# File signatures of the formats the decoder reads; files are recognised by content, not by extension.
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
-
-
-def sniff_format(path: str) -> str | None:
-    """The image format of a file from its first bytes, or None if it is not an image we decode."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError:
-        return None
-    return sniff_bytes(head)
-
-
-def sniff_bytes(head: bytes) -> str | None:
-    for magic, name in _SIGNATURES:
-        if head.startswith(magic):
-            return name
-    return None
-
-
-def why_not_image(path: str) -> str:
-    """A one-phrase reason why sniff_format(path) is None: empty, unreadable, a symlink loop, another format."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "symlink loop (too many levels of symbolic links)"
-        return f"cannot read: {e.strerror or e}"
-    if size == 0:
-        return "empty file (0 bytes)"
-    for magic, name in _OTHER_FORMATS:
-        if head.startswith(magic) or (name == "WebP" and head[8:12] == b"WEBP"):
-            return f"unsupported image format {name} (imgclass reads JPEG, PNG, GIF and BMP)"
-    return "not an image (JPEG, PNG, GIF or BMP) by content"
-
-
-_OTHER_FORMATS = ((b"RIFF", "WebP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"\0\0\0\x0cjP", "JPEG 2000"),
-                  (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"))
-
 
 @dataclass
 class Sample:
@@ -82,7 +37,7 @@ class Dataset:
         return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
 
 
-def _visible_dirs(path: str) -> list[str]:
+def visible_dirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
@@ -120,39 +75,30 @@ def walk_images(folder: str, skipped: list) -> list[str]:
     return found
 
 
-def _scan_classes(folder: str, skipped: list) -> dict[str, list[str]]:
-    classes = {c: walk_images(os.path.join(folder, c), skipped) for c in _visible_dirs(folder)}
+def scan_classes(folder: str, skipped: list) -> dict[str, list[str]]:
+    classes = {c: walk_images(os.path.join(folder, c), skipped) for c in visible_dirs(folder)}
     for c, files in classes.items():
         if not files:
             skipped.append((os.path.join(folder, c), "class folder has no images, ignored"))
     return classes
 
 
-def is_prepared(root: str) -> bool:
-    return os.path.isfile(os.path.join(root, MANIFEST))
-
-
 def detect_layout(root: str) -> str:
-    dirs = _visible_dirs(root)
+    dirs = visible_dirs(root)
     if "train" in dirs or (dirs and all(d in SPLIT_ALIASES for d in dirs)):
         return "splits"
     return "classes"
 
 
-def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int = 2) -> Dataset:
+def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dataset:
     """Scan a training folder. Without a val folder, split train stratified and seeded into train/val."""
-    _check_root(root)
-    if is_prepared(root):
-        from imgclass_cli import manifest
-
-        return manifest.scan(root, val_split=val_split, seed=seed, min_classes=min_classes)
     skipped: list[tuple[str, str]] = []
     layout = detect_layout(root)
     if layout == "splits":
         per_split = {}
-        for d in _visible_dirs(root):
+        for d in visible_dirs(root):
             if d in SPLIT_ALIASES:
-                per_split[SPLIT_ALIASES[d]] = _scan_classes(os.path.join(root, d), skipped)
+                per_split[SPLIT_ALIASES[d]] = scan_classes(os.path.join(root, d), skipped)
         if "train" not in per_split:
             raise ImgclassError(f"{root}: has val/test folders but no train/ folder")
         class_names = sorted(c for c, files in per_split["train"].items() if files)
@@ -169,11 +115,11 @@ def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int 
             for split, classes in per_split.items()
         }
     else:
-        classes = _scan_classes(root, skipped)
+        classes = scan_classes(root, skipped)
         class_names = sorted(c for c, files in classes.items() if files)
         splits = {"train": [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]}
 
-    _check_classes(root, class_names, splits["train"], min_classes)
+    check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
         splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
     return Dataset(root=root, class_names=class_names, splits=splits, skipped=skipped, layout=layout)
@@ -181,20 +127,15 @@ def scan(root: str, *, val_split: float = 0.2, seed: int = 42, min_classes: int 
 
 def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """Scan data to evaluate: a folder of class folders, or a split layout (the given split, else test, else val)."""
-    _check_root(root)
-    if is_prepared(root):
-        from imgclass_cli import manifest
-
-        return manifest.scan_for_eval(root, split)
     skipped: list[tuple[str, str]] = []
     folder = root
     if detect_layout(root) == "splits":
-        present = {SPLIT_ALIASES[d]: d for d in _visible_dirs(root) if d in SPLIT_ALIASES}
+        present = {SPLIT_ALIASES[d]: d for d in visible_dirs(root) if d in SPLIT_ALIASES}
         chosen = split or next((s for s in ("test", "val") if s in present), None)
         if chosen not in present:
             raise ImgclassError(f"{root}: no {split or 'test/ or val/'} folder to evaluate on; pass --split or a class folder")
         folder = os.path.join(root, present[chosen])
-    classes = _scan_classes(folder, skipped)
+    classes = scan_classes(folder, skipped)
     class_names = sorted(c for c, files in classes.items() if files)
     samples = [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]
     if not samples:
@@ -202,14 +143,14 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped)
 
 
-def _check_root(root: str) -> None:
+def check_root(root: str) -> None:
     if not os.path.exists(root):
         raise ImgclassError(f"{root}: no such folder")
     if not os.path.isdir(root):
         raise ImgclassError(f"{root}: not a folder; pass a folder with one sub-folder of images per class")
 
 
-def _check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
+def check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
     if not class_names:
         raise ImgclassError(f"{root}: no images found; expected one sub-folder of images per class")
     if len(class_names) < min_classes:

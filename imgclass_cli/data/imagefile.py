@@ -1,0 +1,189 @@
+"""One image file: its format by content, its header (size, mode, EXIF orientation, limits), why a file is not
+an image we read, and the one decoder of the project (training, checks, prediction and export all use `decode`)."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from imgclass_cli._tf import tf
+from imgclass_cli.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, RESIZE_ANTIALIAS
+
+CHECK_SIZE = 16  # decode-checks resize to this: the decode is the test, the pixels are thrown away
+EXIF_ORIENTATION = 0x0112
+
+# File signatures of the formats the decoder reads; files are recognised by content, not by extension.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+)
+
+
+def sniff_format(path: str) -> str | None:
+    """The image format of a file from its first bytes, or None if it is not an image we decode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return sniff_bytes(head)
+
+
+def sniff_bytes(head: bytes) -> str | None:
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def why_not_image(path: str) -> str:
+    """A one-phrase reason why sniff_format(path) is None: empty, unreadable, a symlink loop, another format."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (too many levels of symbolic links)"
+        return f"cannot read: {e.strerror or e}"
+    if size == 0:
+        return "empty file (0 bytes)"
+    for magic, name in _OTHER_FORMATS:
+        if head.startswith(magic) or (name == "WebP" and head[8:12] == b"WEBP"):
+            return f"unsupported image format {name} (imgclass reads JPEG, PNG, GIF and BMP)"
+    return "not an image (JPEG, PNG, GIF or BMP) by content"
+
+
+_OTHER_FORMATS = ((b"RIFF", "WebP"), (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"), (b"\0\0\0\x0cjP", "JPEG 2000"),
+                  (b"8BPS", "PSD"), (b"\0\0\1\0", "ICO"))
+
+
+@dataclass
+class FileInfo:
+    path: str
+    status: str = "ok"  # ok | bad
+    reason: str = ""
+    format: str | None = None  # jpeg | png | gif | bmp (by content)
+    width: int = 0
+    height: int = 0
+    mode: str = ""  # Pillow mode of the file: RGB, L, P, RGBA, CMYK, I;16 ...
+    frames: int = 1
+    orientation: int = 1
+    sha256: str = ""
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, reason: str) -> "FileInfo":
+        self.status, self.reason = "bad", reason
+        return self
+
+
+def probe_bytes(contents: bytes, path: str = "") -> FileInfo:
+    """Header-only check (no pixel decode): format by content, size, mode, frames, EXIF orientation, limits."""
+    info = FileInfo(path=path, bytes=len(contents))
+    if not contents:
+        return info.fail("empty file (0 bytes)")
+    info.format = sniff_bytes(contents[:16])
+    if info.format is None:
+        return info.fail(why_not_image(path) if path else "not an image (JPEG, PNG, GIF or BMP) by content")
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(contents))
+            info.width, info.height = im.size
+            info.mode = im.mode
+            info.frames = getattr(im, "n_frames", 1) if info.format == "gif" else 1
+            try:
+                o = int(im.getexif().get(EXIF_ORIENTATION, 1))
+            except Exception:  # a broken EXIF block is not worth refusing the image for; TF ignores EXIF
+                o = 1
+            info.orientation = o if 1 <= o <= 8 else 1
+    except Image.DecompressionBombError as e:
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        mp = f"{int(m.group(1)) / 1e6:.0f} megapixels" if m else "too many pixels"
+        return info.fail(f"{mp}: over the {MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit, not decoded "
+                         "(downscale it first)")
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError from a broken header
+        return info.fail(f"cannot decode: broken {info.format.upper()} header ({first_line(e)})")
+    w, h = info.width, info.height
+    if w * h > MAX_IMAGE_PIXELS:
+        return info.fail(f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels): over the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000}-megapixel limit, not decoded (downscale it first)")
+    if min(w, h) < MIN_IMAGE_SIDE:
+        return info.fail(f"{w}x{h} pixels: below the {MIN_IMAGE_SIDE}-pixel minimum (a placeholder?)")
+    return info
+
+
+def decode(contents, image_size: int, orientation=1):
+    """Bytes of a JPEG/PNG/GIF/BMP -> uint8 (image_size, image_size, 3). The one decoder of the project.
+
+    Grayscale and RGBA become RGB, a GIF gives its first frame; resizing is bilinear with antialiasing,
+    exactly like the Resizing layer inside every saved model. `orientation` is the EXIF orientation (1-8,
+    read from the header by verify.probe_bytes), applied after the resize: rotations and flips of a square
+    commute with the resize and cost nothing at that size.
+    """
+    t = tf()
+    img = t.io.decode_image(contents, channels=3, expand_animations=False, dtype=t.uint8)
+    img.set_shape([None, None, 3])
+    img = t.image.resize(img, [image_size, image_size], antialias=RESIZE_ANTIALIAS)
+    img = t.cast(t.clip_by_value(t.round(img), 0, 255), t.uint8)
+    return apply_orientation(img, orientation)
+
+
+def apply_orientation(img, orientation):
+    """Turn a stored square image upright per its EXIF orientation, like Pillow's ImageOps.exif_transpose."""
+    t = tf()
+    if isinstance(orientation, (int, np.integer)):
+        if orientation in (None, 1) or not 1 <= orientation <= 8:
+            return img
+        orientation = t.constant(orientation)
+    transpose = lambda x: t.transpose(x, [1, 0, 2])  # noqa: E731
+    branches = [
+        lambda: img,
+        lambda: t.image.flip_left_right(img),
+        lambda: t.image.rot90(img, 2),
+        lambda: t.image.flip_up_down(img),
+        lambda: transpose(img),
+        lambda: t.image.rot90(img, 3),
+        lambda: t.image.rot90(transpose(img), 2),
+        lambda: t.image.rot90(img, 1),
+    ]
+    index = t.clip_by_value(t.cast(orientation, t.int32) - 1, 0, 7)
+    return t.switch_case(index, branches)
+
+
+def decode_error(contents: bytes, orientation: int = 1) -> str | None:
+    t = tf()
+    try:
+        decode(t.constant(contents), CHECK_SIZE, orientation)
+    except (t.errors.InvalidArgumentError, t.errors.OpError) as e:
+        return f"cannot decode: {clean_tf_message(getattr(e, 'message', str(e)))}"
+    return None
+
+
+def clean_tf_message(msg: str) -> str:
+    """'{{function_node ...}} jpeg::Uncompress failed. Invalid JPEG data or crop window. [Op:DecodeImage]' -> the middle."""
+    msg = re.sub(r"\{\{[^}]*\}\}", "", first_line(msg))
+    msg = re.sub(r"\s*\[Op:\w+\]", "", msg)
+    msg = re.sub(r"\s*name:\s*$", "", msg).strip()
+    if "jpeg::Uncompress failed" in msg:
+        return "truncated or corrupt JPEG (" + msg + ")"
+    return msg or "unknown error"
+
+
+def first_line(e) -> str:
+    return (str(e).strip().splitlines() or [""])[0]

@@ -1,0 +1,1 @@
+"""Model: the backbones table, the classifier builder, the fine-tuning phases and the feature cache."""

@@ -1,0 +1,1 @@
+"""Run: the run directory, checkpoints, the training loop, evaluation and prediction, export."""

@@ -1,0 +1,131 @@
+"""evaluate and predict on top of a run directory: the model, labels and image size travel with the run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from imgclass_cli import fs
+from imgclass_cli.config import EvalConfig, PredictConfig
+from imgclass_cli.data import dataset, folders
+from imgclass_cli.errors import ImgclassError
+from imgclass_cli.report import evalfiles, gates
+from imgclass_cli.report.metrics import Report, compute_report
+from imgclass_cli.run import rundir
+
+
+@dataclass
+class Evaluation:
+    report: Report
+    paths: list[str]
+    y_true: np.ndarray
+    probs: np.ndarray
+    metrics_file: str | None = None  # where the metrics JSON was written
+    files: list[str] = field(default_factory=list)  # misclassified.csv, confusion_matrix.png beside it
+    gates: list[gates.GateResult] = field(default_factory=list)  # --fail-under results (enforce() raises on failure)
+
+    def enforce_gates(self) -> None:
+        gates.enforce(self.gates)
+
+
+def predict_probs(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a finite labelled dataset, in dataset order."""
+    ys, ps = [], []
+    for x, y in ds:
+        ps.append(model(x, training=False).numpy())
+        ys.append(y.numpy())
+    if not ys:
+        return np.zeros(0, dtype=int), np.zeros((0, model.output_shape[-1]))
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: str | None = None,
+                 fail_under: str | None = None, warn=None) -> Evaluation:
+    """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or `output`) with
+    misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
+    # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
+    gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names) if fail_under is not None else []
+    ev = evaluate(run_path, data_path, config, warn=warn)
+    report = ev.report.to_dict()
+    target = output or os.path.join(run_path, rundir.METRICS)
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    fs.write_json_atomic(target, report)
+    ev.metrics_file = target
+    ev.files = evalfiles.write(folder, ev, title=f"{run_path} on {data_path}")
+    ev.gates = gates.check(report, gate_list)
+    return ev
+
+
+def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None) -> Evaluation:
+    from imgclass_cli.data import pipeline, verify
+
+    info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
+    data = dataset.scan_for_eval(data_path, config.split)
+    # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
+    data = verify.screen(data, config.on_bad_image, warn or (lambda m: None))
+    known = {name: i for i, name in enumerate(info.class_names)}
+    unknown = [c for c in data.class_names if c not in known]
+    if unknown:
+        raise ImgclassError(
+            f"{data.root}: class folder(s) {', '.join(unknown)} are not classes of this model "
+            f"({', '.join(info.class_names)}); evaluate only on the classes the model was trained on"
+        )
+    samples = [dataset.Sample(s.path, known[data.class_names[s.label]], s.orientation) for s in data.splits["eval"]]
+    model, _ = rundir.load(run_path)
+    spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed)
+    y, probs = predict_probs(model, pipeline.build(samples, spec, training=False))
+    report = compute_report(
+        y, probs, info.class_names,
+        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": config.split or "auto"},
+    )
+    return Evaluation(report, [s.path for s in samples], y, probs)
+
+
+def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[str]:
+    """Paths to predict, in input order: files as given, folders recursively (images only, sorted), '-' = stdin lines."""
+    for arg in args:
+        if arg == "-":
+            for line in stdin or ():
+                line = line.rstrip("\r\n")
+                if line:
+                    yield from expand_inputs([line])
+        elif os.path.isdir(arg):
+            # The same walk as training's scan: ignore rules, content sniffing, symlink loops walked once.
+            yield from folders.walk_images(arg, [])
+        else:
+            yield arg
+
+
+def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Iterator[dict]:
+    """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason.
+
+    run_path: a run directory, an export directory or a .tflite file (see predictors.py).
+    """
+    from imgclass_cli.data import pipeline
+    from imgclass_cli.run import predictors
+
+    predictor = predictors.load(run_path)
+    names = predictor.class_names
+    k = max(1, min(config.top_k, len(names)))
+    for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size):
+        probs = predictor.predict(batch.images) if batch.images is not None else None
+        j = 0
+        for path, ok, err in zip(batch.paths, batch.ok, batch.errors):
+            if not ok:
+                yield {"path": path, "status": "error", "error": err, "label": None, "confidence": None, "top_k": []}
+                continue
+            p = probs[j]
+            j += 1
+            order = np.argsort(-p, kind="stable")[:k]
+            yield {
+                "path": path,
+                "status": "ok",
+                "error": None,
+                "label": names[order[0]],
+                "confidence": float(p[order[0]]),
+                "top_k": [{"label": names[i], "score": float(p[i])} for i in order],
+            }

@@ -1,0 +1,355 @@
+"""Fit orchestration for train and finetune: scan -> pipeline -> model -> fit -> validate -> run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from imgclass_cli import __version__, fs
+from imgclass_cli._tf import keras, tf
+from imgclass_cli.config import Augment, ClassWeight, TrainConfig
+from imgclass_cli.data import dataset, pipeline, verify
+from imgclass_cli.errors import EXIT_INTERRUPTED, ImgclassError
+from imgclass_cli.model import build, feature_cache, phases
+from imgclass_cli.report import plots
+from imgclass_cli.report.metrics import Report, compute_report
+from imgclass_cli.run import checkpoints as ckpt
+from imgclass_cli.run import rundir
+from imgclass_cli.run.inference import predict_probs
+
+
+class Reporter(Protocol):
+    """Where progress goes (report.output implements it on stderr); the core never prints."""
+
+    def info(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def train_begin(self, epochs: int, steps: int) -> None: ...
+    def batch_end(self, step: int, logs: dict) -> None: ...
+    def epoch_end(self, epoch: int, logs: dict) -> None: ...
+    def train_end(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    out: str
+    class_names: list[str]
+    counts: dict[str, int]
+    image_size: int
+    history: list[dict]
+    report: Report | None
+    seconds: float
+
+
+def _keras_callback(reporter: Reporter, epochs: int, steps: int):
+    class _Progress(keras().callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            reporter.train_begin(epochs, steps)
+
+        def on_train_batch_end(self, batch, logs=None):
+            reporter.batch_end(batch + 1, dict(logs or {}))
+
+        def on_epoch_end(self, epoch, logs=None):
+            reporter.epoch_end(epoch + 1, dict(logs or {}))
+
+        def on_train_end(self, logs=None):
+            reporter.train_end()
+
+    return _Progress()
+
+
+def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
+    """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`)."""
+    started = time.time()
+    config = _resume_config(config)
+    out = config.out or rundir.default_out(config.command)
+    config.out = out  # recorded, so that --resume finds the run's checkpoint and writes the same folder
+    rundir.check_out(out, force)
+    data, image_size = _load_data(config, reporter)
+    counts = {split: len(samples) for split, samples in data.splits.items()}
+
+    keras().utils.set_random_seed(config.seed)
+    # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
+    # parallel tf.data map and consume their seed state in a racy order (observed: runs differed from epoch 1).
+    tf().config.experimental.enable_op_determinism()
+    strategy = tf().distribute.get_strategy()  # the default strategy; multi-device plugs in here
+    with strategy.scope():
+        model = build.build_classifier(
+            config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
+            trainable_backbone=False if config.command == "finetune" else None,
+        )
+    spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
+    try:
+        history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out)
+    except tf().errors.InvalidArgumentError as e:
+        raise ImgclassError(f"an image could not be decoded during training: {e.message.splitlines()[0]}") from None
+    if history and not np.isfinite(history[-1]["loss"]):
+        raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
+
+    report = None
+    if val_pred is not None:
+        y, probs = val_pred
+        report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
+    _save_run(out, force, config, data, image_size, model, history, report, reporter)
+    ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
+    return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
+
+
+def _load_data(config: TrainConfig, reporter: Reporter):
+    """Scan and decode-check the data (a prepared folder's manifest already did); resolve the image size."""
+    data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
+    # Decode-check every file before fit: never a decode error mid-epoch.
+    data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2)
+    image_size = build.resolve_image_size(config.arch, config.image_size,
+                                          native=build.typical_size([s.path for s in data.splits["train"]]))
+    counts = {split: len(samples) for split, samples in data.splits.items()}
+    reporter.info(
+        f"{len(data.class_names)} classes, " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + f" images; {config.arch} at {image_size}px"
+    )
+    return data, image_size
+
+
+def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
+              report: Report | None, reporter: Reporter) -> None:
+    root = os.path.abspath(data.root)
+    split_rows = [
+        {"path": os.path.relpath(os.path.abspath(s.path), root), "class": data.class_names[s.label], "split": split}
+        for split, samples in data.splits.items()
+        for s in samples
+    ]
+    counts = {split: len(samples) for split, samples in data.splits.items()}
+    run_config = {
+        rundir.MARKER_KEY: __version__,
+        "command": config.command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": config.to_dict(),
+        "data": root,
+        "image_size": image_size,
+        "class_names": data.class_names,
+        "split": {"counts": counts, "layout": data.layout, "file": rundir.SPLIT, "seed": config.seed},
+        "preprocessing": {
+            "input": "RGB, 0-255, any size (grayscale/RGBA converted to RGB, first GIF frame)",
+            "resize": f"bilinear with antialiasing to {image_size}x{image_size}, inside the model",
+            "normalization": "inside the model (Rescaling for scratch CNNs, the backbone's preprocess_input)",
+        },
+        "versions": rundir.library_versions(),
+    }
+    with fs.staged(out, force, fs.RUN) as tmp:
+        rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None, split_rows)
+        plots.save_training_curves(history, tmp, reporter.warn)
+
+
+# --- phases, feature cache, checkpoints ------------------------------------------------------------------------
+
+
+def _resume_config(config: TrainConfig) -> TrainConfig:
+    """With --resume: the interrupted run's own options (same data required), else a copy of config."""
+    if not config.resume:
+        return dataclasses.replace(config)
+    folder = ckpt.find_checkpoint(config.resume)
+    saved = TrainConfig.from_dict(ckpt.read_state(folder)["config"])
+    if config.data and os.path.abspath(config.data) != os.path.abspath(saved.data):
+        raise ImgclassError(f"--resume {config.resume}: that run trained on {saved.data}, not {config.data}")
+    if saved.command != config.command:
+        raise ImgclassError(f"--resume {config.resume}: that run is a `{saved.command}` run; resume it with `imgclass {saved.command}`")
+    saved.resume = folder
+    return saved
+
+
+def class_weights(labels, num_classes: int) -> dict[int, float]:
+    """'balanced' weights n / (k * count(class)), as scikit-learn's compute_class_weight defines them."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    w = compute_class_weight("balanced", classes=present, y=labels)
+    weights = {int(c): float(v) for c, v in zip(present, w)}
+    return {i: weights.get(i, 1.0) for i in range(num_classes)}
+
+
+def make_optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: int, epochs: int):
+    """Adam, or AdamW with --weight-decay; linear warm-up over --warmup-epochs, then cosine decay to 0."""
+    K = keras()
+    total = max(1, steps_per_epoch * epochs)
+    warm = min(total - 1, int(round(config.warmup_epochs * steps_per_epoch)))
+    # Cosine decay to zero: a calm last epoch, so the saved weights are not a lucky/unlucky step.
+    if warm > 0:
+        schedule = K.optimizers.schedules.CosineDecay(0.0, decay_steps=total - warm, warmup_target=learning_rate,
+                                                      warmup_steps=warm)
+    else:
+        schedule = K.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total)
+    if config.weight_decay > 0:
+        opt = K.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # decay kernels only
+        return opt
+    return K.optimizers.Adam(schedule)
+
+
+def make_loss(config: TrainConfig, num_classes: int):
+    if config.label_smoothing > 0:
+        return build.SmoothedSparseCrossentropy(num_classes, config.label_smoothing)
+    return keras().losses.SparseCategoricalCrossentropy()
+
+
+@dataclass
+class Phase:
+    number: int  # 1: head on the frozen backbone (or the whole scratch network); 2: head + top of the backbone
+    epochs: int
+    learning_rate: float
+
+
+@dataclass
+class FitData:
+    """What fit() trains: the full model on the image pipeline, or the trainable part on the feature cache."""
+
+    model: object
+    train: object
+    val: object | None
+    steps_per_epoch: int | None  # set when the cached dataset repeats (several augmented views)
+    caches: list
+
+
+def plan_phases(model, config: TrainConfig) -> tuple[list[Phase], list]:
+    """The phases to run and the backbone layers phase 2 unfreezes (validated before any work)."""
+    top_layers = []
+    finetune = config.command == "finetune"
+    if finetune and (config.unfreeze or config.unfreeze_from) and config.finetune_epochs > 0:
+        top_layers = phases.unfrozen_layers(model.get_layer(build.BACKBONE_LAYER), config.unfreeze,
+                                            config.unfreeze_from)
+        phases.set_phase(model, 2, config.unfreeze, config.unfreeze_from)  # validates the choice early
+        phases.set_phase(model, 1)
+    plan = [Phase(1, config.epochs, config.learning_rate)]
+    if top_layers:
+        plan.append(Phase(2, config.finetune_epochs, config.learning_rate * config.finetune_lr_scale))
+    return plan, top_layers
+
+
+def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, folder: str, reporter: Reporter) -> FitData:
+    """The plain image pipelines, or (finetune with --cache) the frozen part run once into a feature cache."""
+    train_samples = data.splits["train"]
+    val_samples = data.splits.get("val", [])
+    train_ds = pipeline.build(train_samples, spec, training=True)
+    val_ds = pipeline.build(val_samples, spec, training=False) if val_samples else None
+    if not (config.command == "finetune" and config.cache):
+        return FitData(model, train_ds, val_ds, None, [])
+    base = model.get_layer(build.BACKBONE_LAYER)
+    trunk, top = feature_cache.split_backbone(base, top_layers) if top_layers else (None, None)
+    fn = feature_cache.frozen_part(model, trunk)
+    outputs = trunk.outputs if trunk is not None else [model.get_layer(build.POOL_LAYER).output]
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in outputs]
+    plain = dataclasses.replace(spec, augment=Augment.none)
+    views = max(1, config.aug_views) if config.augment != Augment.none else 1
+
+    def train_views(v):
+        if config.augment == Augment.none:
+            return pipeline.build(train_samples, plain, training=False)
+        return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True)
+
+    disk = config.cache_dir or os.path.join(folder, "features")
+    fit = FitData(feature_cache.head_model(model, shapes, top), None, None, None, [])
+    t0 = time.time()
+    try:  # an interrupt while caching: drop an on-disk cache, nothing to resume yet
+        train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
+                                          disk_folder=os.path.join(disk, "train"), info=reporter.info)
+        fit.caches.append(train_cache)
+        fit.train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
+        if val_samples:
+            val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
+                                            len(val_samples), 1, disk_folder=os.path.join(disk, "val"))
+            fit.caches.append(val_cache)
+            fit.val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
+    except KeyboardInterrupt:
+        close_caches(fit)
+        raise
+    reporter.info(f"feature cache ready in {time.time() - t0:.1f}s")
+    if views > 1:
+        fit.steps_per_epoch = -(-len(train_samples) // spec.batch_size)
+    return fit
+
+
+def close_caches(fit: FitData) -> None:
+    for c in fit.caches:
+        c.close()
+
+
+def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callbacks: list, out: str):
+    """Phase 1 (and phase 2 with --unfreeze), on the feature cache or the plain pipeline.
+
+    Returns (history rows, (val labels, val probabilities) or None). Saves a checkpoint after every epoch;
+    on Ctrl-C saves one and raises an ImgclassError with exit code 130 naming it.
+    """
+    folder = ckpt.checkpoint_dir(out)
+    resume = ckpt.read_state(config.resume) if config.resume else None
+    if resume:
+        model.load_weights(os.path.join(config.resume, ckpt.WEIGHTS))
+        reporter.info(f"resuming from {config.resume}: phase {resume['phase']}, {resume['epoch']} epoch(s) done")
+    plan, top_layers = plan_phases(model, config)
+    fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
+    try:
+        return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
+    finally:
+        close_caches(fit)
+
+
+def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
+              reporter: Reporter, callbacks: list, out: str, resume: dict | None):
+    """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
+    Returns (history, validation predictions)."""
+    K = keras()
+    folder = ckpt.checkpoint_dir(out)
+    num_classes = len(data.class_names)
+    steps = -(-len(data.splits["train"]) // config.batch_size)
+    history: list[dict] = list(resume["history"]) if resume else []
+    start_phase, start_epoch = (resume["phase"], resume["epoch"]) if resume else (1, 0)
+    auto = ClassWeight(config.class_weight) == ClassWeight.auto
+    weights = class_weights([s.label for s in data.splits["train"]], num_classes) if auto else None
+    if weights:
+        reporter.info("class weights: " + ", ".join(f"{data.class_names[i]} {w:.2f}" for i, w in weights.items()))
+    opt = None
+    position = {"phase": start_phase, "epoch": start_epoch}
+
+    def state():
+        return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
+
+    try:
+        for phase in plan:
+            initial = start_epoch if phase.number == start_phase else 0
+            if phase.number < start_phase or initial >= phase.epochs:
+                continue
+            position.update(phase=phase.number, epoch=initial)
+            if config.command == "finetune":
+                trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
+                if two_phases:
+                    what = "head on the frozen backbone" if phase.number == 1 else \
+                        f"head + top {len(trainable)} backbone layers (BatchNorm frozen) at lr {phase.learning_rate:g}"
+                    reporter.info(f"phase {phase.number}: {what}")
+            opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
+            fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
+                              metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            if resume and phase.number == start_phase and initial > 0:
+                ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
+            offset = len(history) - initial
+
+            def on_epoch(done, logs, number=phase.number, offset=offset):
+                history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
+                position.update(phase=number, epoch=done)
+                ckpt.save(folder, model, opt, state())
+
+            cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
+            if config.patience > 0 and fit.val is not None:
+                cbs.append(ckpt.early_stopping(config.patience))
+            fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial, verbose=0,
+                          callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+        return history, predict_probs(fit.model, fit.val) if fit.val is not None else None
+    except KeyboardInterrupt:
+        ckpt.save(folder, model, opt, state())
+        cmd = f"imgclass {config.command} {config.data} --resume {out}"
+        raise ImgclassError(f"interrupted; checkpoint saved in {folder} (phase {position['phase']}, "
+                            f"{position['epoch']} epoch(s) done); continue with: {cmd}", exit_code=EXIT_INTERRUPTED) from None
