@@ -197,7 +197,7 @@ def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
     assert by_source["red/truncated.jpg"]["status"] == "bad" and by_source["red/truncated.jpg"]["path"] == ""
 
     run = tmp_path / "run"
-    r = runner.invoke(app, ["finetune", str(prep), "--backbone", "mobilenetv2", "--weights", "none", "--epochs", "1",
+    r = runner.invoke(app, ["finetune", str(prep), "--backbone", "mobilenet", "--weights", "none", "--epochs", "1",
                             "--image-size", "32", "--out", str(run), "-q"])
     assert r.exit_code == 0, r.output
     assert "truncated.jpg" in r.stderr and "found by prepare" in r.stderr  # named, not decoded again

@@ -72,14 +72,19 @@ def test_split_backbone_is_exact_across_a_residual_cut(mnv2):
     from imgclass_cli.model import feature_cache, phases
 
     base = mnv2.get_layer("backbone")
-    top_layers = phases.unfrozen_layers(base, unfreeze_from="block_15_expand")  # block 15 adds its input back
-    trunk, top = feature_cache.split_backbone(base, top_layers)
-    assert len(trunk.outputs) == 1 or len(trunk.outputs) == 2
     x = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(top(trunk(x, training=False), training=False).numpy(), base(x, training=False).numpy(),
-                               rtol=1e-5, atol=1e-5)
-    # Layers are shared, not copied: the cached path trains the backbone's own weights.
-    assert top.get_layer("Conv_1") is base.get_layer("Conv_1")
+    expected = base(x, training=False).numpy()
+    # block_15_expand and block_15_add both read block_14_add's output: one tensor crosses the cut.
+    # Cutting at block_15_add itself, two tensors cross it (block_14_add and block_15_project_BN).
+    for first, n_cut in (("block_15_expand", 1), ("block_15_add", 2), ("block_15_expand", 1)):
+        top_layers = phases.unfrozen_layers(base, unfreeze_from=first)
+        trunk, top = feature_cache.split_backbone(base, top_layers)  # the third split: a model split before
+        assert len(trunk.outputs) == n_cut, first
+        feature_cache.head_model(mnv2, [tuple(t.shape[1:]) for t in trunk.outputs], top)  # adds nodes to the layers
+        np.testing.assert_allclose(top(trunk(x, training=False), training=False).numpy(), expected,
+                                   rtol=1e-5, atol=1e-5)
+        # Layers are shared, not copied: the cached path trains the backbone's own weights.
+        assert top.get_layer("Conv_1") is base.get_layer("Conv_1")
 
 
 def test_scratch_image_size_follows_small_images():

@@ -40,11 +40,18 @@ def test_build_batches_and_shuffles_with_seed(tmp_path):
     x, y = batches[0]
     assert x.dtype.name == "float32" and float(x[1, 0, 0, 0]) == 20.0 and list(y.numpy()) == [0, 1, 0, 1]
 
-    def order():
-        return [int(v) for x, _ in pipeline.build(samples, spec, training=True) for v in x[:, 0, 0, 0].numpy() / 20]
+    def epochs(s, n=2):
+        """The image order of n epochs of one training dataset."""
+        ds = pipeline.build(samples, s, training=True)
+        return [[int(v) for x, _ in ds for v in x[:, 0, 0, 0].numpy() / 20] for _ in range(n)]
 
-    first, second = order(), order()
-    assert sorted(first) == list(range(10)) and first == second
+    first, second = epochs(spec)
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert first != list(range(10))  # shuffled ...
+    assert first != second  # ... anew every epoch ...
+    assert epochs(spec) == [first, second]  # ... and the same sequence for the same seed
+    assert epochs(pipeline.PipelineSpec(image_size=8, batch_size=4, seed=4, augment=Augment.none)) != [first, second]
+    assert [int(v) for x, _ in batches for v in x[:, 0, 0, 0].numpy() / 20] == list(range(10))  # evaluation: in order
 
 
 def test_iter_batches_keeps_order_and_reports_errors(tmp_path):

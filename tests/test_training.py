@@ -43,14 +43,12 @@ def _history(run):
 
 
 def test_class_weights_are_balanced():
-    from sklearn.utils.class_weight import compute_class_weight
-
     from imgclass_cli.run.training import class_weights
 
-    labels = [0] * 30 + [1] * 10 + [2] * 5
-    w = class_weights(labels, 3)
-    assert w == pytest.approx(dict(enumerate(compute_class_weight("balanced", classes=np.arange(3), y=labels))))
-    assert w[2] == pytest.approx(45 / (3 * 5)) and w[0] < w[1] < w[2]
+    labels = [0] * 30 + [1] * 10 + [2] * 5  # 45 images of 3 present classes: n / (k * count)
+    w = class_weights(labels, 4)  # class 3 has no training image: weight 1, never divided by zero
+    assert w == pytest.approx({0: 45 / 90, 1: 45 / 30, 2: 45 / 15, 3: 1.0})
+    assert sum(w[c] * labels.count(c) for c in range(3)) == pytest.approx(45)  # balanced: the total weight is n
 
 
 def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
@@ -83,16 +81,24 @@ def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
     y = np.arange(40) % 4
     batches = lambda v: [(x[i:i + 16], y[i:i + 16]) for i in range(0, 40, 16)]  # noqa: E731
     messages = []
-    mem = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"))
+    mem = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"),
+                              info=messages.append)
     disk = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"), limit=0,
                                info=messages.append)
     assert mem.folder is None and disk.folder and os.path.exists(os.path.join(disk.folder, "x0.npy"))
-    assert "on disk" in messages[0] and "KB" in messages[0] or "B " in messages[0]
-    for (xa, ya), (xb, yb) in zip(feature_cache.dataset(mem, 8, 3, shuffle=True), feature_cache.dataset(disk, 8, 3, shuffle=True)):
+    assert messages == ["feature cache: 40 images x 1 view(s), about 480 B in memory",
+                        f"feature cache: 40 images x 1 view(s), about 480 B on disk in {tmp_path / 'c'}"]
+    mem_batches = list(feature_cache.dataset(mem, 8, 3, shuffle=True))
+    disk_batches = list(feature_cache.dataset(disk, 8, 3, shuffle=True))
+    assert len(mem_batches) == len(disk_batches) == 5
+    for (xa, ya), (xb, yb) in zip(mem_batches, disk_batches):
         # same batch membership; inside a batch the disk path reads in index order
         order_a, order_b = np.argsort(xa[:, 0].numpy()), np.argsort(xb[:, 0].numpy())
         np.testing.assert_array_equal(xa.numpy()[order_a], xb.numpy()[order_b])
         np.testing.assert_array_equal(ya.numpy()[order_a], yb.numpy()[order_b])
+    seen = np.sort(np.concatenate([xb[:, 0].numpy() for xb, _ in disk_batches]))
+    np.testing.assert_array_equal(seen, x[:, 0])  # every cached row exactly once
+    assert [float(xa[0, 0]) for xa, _ in mem_batches] != sorted(float(xa[0, 0]) for xa, _ in mem_batches)  # shuffled
     disk.close()
     assert not os.path.exists(str(tmp_path / "c"))
 
@@ -104,11 +110,11 @@ def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, 
 
     class CtrlC(keras().callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == 0:
                 raise KeyboardInterrupt
 
     out = str(tmp_path / "ft")
-    cfg = TrainConfig(command="finetune", data=data_dir, arch="mobilenetv2", weights="none", image_size=32, epochs=3,
+    cfg = TrainConfig(command="finetune", data=data_dir, arch="mobilenet", weights="none", image_size=32, epochs=2,
                       batch_size=16, augment=Augment.light, aug_views=2, unfreeze=8, finetune_epochs=2,
                       class_weight="auto", label_smoothing=0.1, weight_decay=1e-4, warmup_epochs=1, out=out)
     with pytest.raises(ImgclassError) as e:
@@ -118,13 +124,13 @@ def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, 
     assert folder in e.value.message and f"--resume {out}" in e.value.message
     assert not os.path.exists(out)  # no half run directory
     state = ckpt.read_state(folder)
-    assert (state["phase"], state["epoch"], len(state["history"])) == (1, 2, 2)
+    assert (state["phase"], state["epoch"], len(state["history"])) == (1, 1, 1)
     assert os.path.exists(os.path.join(folder, ckpt.WEIGHTS)) and os.path.exists(os.path.join(folder, ckpt.OPTIMIZER))
 
     r = runner.invoke(app, ["finetune", data_dir, "--resume", out, "-q"])
     assert r.exit_code == 0, r.output
     rows = _history(out)
-    assert [(int(h["epoch"]), int(h["phase"])) for h in rows] == [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert [(int(h["epoch"]), int(h["phase"])) for h in rows] == [(1, 1), (2, 1), (3, 2), (4, 2)]
     assert not os.path.exists(folder)  # a finished run removes its checkpoint
     saved = json.load(open(os.path.join(out, "config.json")))["options"]
     assert saved["unfreeze"] == 8 and saved["aug_views"] == 2 and saved["class_weight"] == "auto"

@@ -272,7 +272,11 @@ def print_prepare_report(report: dict, fmt: str) -> None:
         t.add_row(c, *(str(report["counts"][s].get(c, 0)) for s in splits), str(report["per_class"][c]))
     t.add_row("all", *(str(sum(report["counts"][s].values())) for s in splits), str(report["images"]))
     con.print(t)
+    con.print(_prepare_summary(report))
+    _print_findings(con, report)
 
+
+def _prepare_summary(report: dict) -> Table:
     s = Table(title="summary", show_header=False)
     s.add_column("item")
     s.add_column("value")
@@ -298,8 +302,12 @@ def print_prepare_report(report: dict, fmt: str) -> None:
         s.add_row("decode check", f"{dec['images']} files in {dec['seconds']:.1f}s ({dec['images_per_second']:.0f}/s)")
     s.add_row("written", f"{report['out']}  ({', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links'}"
                          f"{', %d downscaled copies' % report['downscaled'] if report.get('downscaled') else ''})")
-    con.print(s)
+    return s
 
+
+def _print_findings(con: Console, report: dict) -> None:
+    """Every problem with its file: bad files, empty folders, duplicates, odd extensions, then notes by kind."""
+    d = report["duplicates"]
     problems = [(b["path"], f"[red]bad[/]: {b['reason']}") for b in report["bad"]]
     problems += [(p, "[yellow]empty class folder[/]") for p in report["empty_class_folders"]]
     problems += [(" = ".join(g), "[yellow]same image in different classes (conflicting labels)[/]")
