@@ -38,15 +38,17 @@ def make_data(work: str) -> tuple[str, str]:
     digits = os.path.join(work, "digits")
     if not os.path.isdir(digits):
         log("Fashion-MNIST not available: writing scikit-learn digits")
-        from imgclass_cli import prepare
+        from imgclass_cli.config import ExampleConfig
+        from imgclass_cli.data import examples
 
-        prepare.write_digits(digits)
+        examples.write_digits(digits, ExampleConfig())
     return os.path.join(digits, "train"), os.path.join(digits, "test")
 
 
 def train(work: str, data: str, epochs: int, image_size: int) -> str:
-    from imgclass_cli import output, training
     from imgclass_cli.config import Augment, TrainConfig
+    from imgclass_cli.report import output
+    from imgclass_cli.run import training
 
     run = os.path.join(work, "run")
     if not os.path.exists(os.path.join(run, "model.keras")):
@@ -59,13 +61,14 @@ def train(work: str, data: str, epochs: int, image_size: int) -> str:
 
 
 def exports(run: str) -> dict[str, str]:
-    from imgclass_cli import export
+    from imgclass_cli.config import ExportConfig
+    from imgclass_cli.run import export
 
     out = {}
     for name, q in (("tflite", None), ("tflite-int8", "int8")):
         path = os.path.join(run, "export", name)
         if not os.path.exists(os.path.join(path, "export.json")):
-            r = export.export(run, "tflite", quantize=q, out=path, force=True, parity_images=200)
+            r = export.export(run, ExportConfig(format="tflite", quantize=q, parity=200), out=path, force=True)
             log(f"exported {name}{' (' + r.int8_mode + ')' if r.int8_mode else ''}: "
                 f"top-1 agreement {r.parity.agreement:.4f} on {r.parity.images} images")
         out[name] = path
@@ -95,9 +98,10 @@ def main() -> None:
 
     import numpy as np
 
-    from imgclass_cli import export as exp
-    from imgclass_cli import inference, predictors, rundir
     from imgclass_cli._tf import tf
+    from imgclass_cli.config import PredictConfig
+    from imgclass_cli.run import export as exp
+    from imgclass_cli.run import inference, predictors, rundir
 
     train_dir, test_dir = make_data(a.work)
     run = train(a.work, train_dir, a.epochs, a.image_size)
@@ -114,14 +118,14 @@ def main() -> None:
     # 1. The predict core: stream paths, decode in threads, batches of --batch-size, one model call per batch.
     def predict_core(target):
         def go():
-            for rec in inference.predict(target, iter(paths), top_k=1, batch_size=a.batch_size):
+            for rec in inference.predict(target, iter(paths), PredictConfig(batch_size=a.batch_size)):
                 assert rec["status"] == "ok"
         return go
 
-    list(inference.predict(run, iter(paths[:64]), batch_size=a.batch_size))  # warm-up (graph tracing)
+    list(inference.predict(run, iter(paths[:64]), PredictConfig(batch_size=a.batch_size)))  # warm-up (graph tracing)
     results["predict core, Keras (batch 32, incl. decode)"] = best_of(predict_core(run), a.repeat)
     for name, path in ex.items():
-        list(inference.predict(path, iter(paths[:64]), batch_size=a.batch_size))
+        list(inference.predict(path, iter(paths[:64]), PredictConfig(batch_size=a.batch_size)))
         results[f"predict core, {name} (batch 32, incl. decode)"] = best_of(predict_core(path), a.repeat)
 
     # 2. The usual hand-written loop: decode one file, model.predict on a batch of one, repeat.

@@ -4,7 +4,7 @@ step and of the whole check. Not run by CI.
     .venv/bin/python bench/bench_verify.py [FOLDER] [--repeat 3]
 
 FOLDER defaults to ../shared/datasets/hymenoptera_data (398 real photos, median 500x375). Steps: the Pillow header
-probe (size, EXIF orientation), sha256, the TensorFlow decode (pipeline.decode, one thread), and
+probe (size, EXIF orientation), sha256, the TensorFlow decode (imagefile.decode, one thread), and
 verify.check_files (all of it, in threads). TensorFlow is imported and warmed up before any clock starts.
 """
 
@@ -36,20 +36,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from imgclass_cli import dataset, verify
     from imgclass_cli._tf import tf
+    from imgclass_cli.data import dataset, imagefile, verify
 
     tf()
-    paths = [s.path for split in dataset.scan(args.folder, val_split=0).splits.values() for s in split]
+    paths = [s.path for split in dataset.scan(args.folder, val_split=0, seed=0).splits.values() for s in split]
     blobs = {p: open(p, "rb").read() for p in paths}
     verify.check_file(paths[0])  # warm-up: the first TF call builds its kernels
     n = len(paths)
     mb = sum(len(b) for b in blobs.values()) / 1e6
     print(f"{n} files, {mb:.1f} MB, {os.cpu_count()} CPUs")
     steps = {
-        "header probe (Pillow)": lambda: [verify.probe_bytes(blobs[p], p) for p in paths],
+        "header probe (Pillow)": lambda: [imagefile.probe_bytes(blobs[p], p) for p in paths],
         "sha256": lambda: [hashlib.sha256(blobs[p]).hexdigest() for p in paths],
-        "decode (pipeline.decode, 1 thread)": lambda: [verify.decode_error(blobs[p]) for p in paths],
+        "decode (imagefile.decode, 1 thread)": lambda: [imagefile.decode_error(blobs[p]) for p in paths],
         "check_files (read+probe+hash+decode, threads)": lambda: verify.check_files(paths),
     }
     for name, fn in steps.items():

@@ -25,7 +25,7 @@ SEED_RECIPE = r'''
 import sys, time
 t0 = time.time()
 import keras
-from imgclass_cli.backbones import get_backbone
+from imgclass_cli.model.backbones import get_backbone
 data, name, size, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 keras.utils.set_random_seed(42)
 L = keras.layers

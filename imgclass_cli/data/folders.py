@@ -20,7 +20,7 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "t
 class Sample:
     path: str
     label: int
-    orientation: int = 1  # EXIF orientation (1-8), applied by pipeline.decode
+    orientation: int = 1  # EXIF orientation (1-8), applied by imagefile.decode
 
 
 @dataclass

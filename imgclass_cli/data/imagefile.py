@@ -133,7 +133,7 @@ def decode(contents, image_size: int, orientation=1):
 
     Grayscale and RGBA become RGB, a GIF gives its first frame; resizing is bilinear with antialiasing,
     exactly like the Resizing layer inside every saved model. `orientation` is the EXIF orientation (1-8,
-    read from the header by verify.probe_bytes), applied after the resize: rotations and flips of a square
+    read from the header by imagefile.probe_bytes), applied after the resize: rotations and flips of a square
     commute with the resize and cost nothing at that size.
     """
     t = tf()

@@ -128,7 +128,7 @@ def _downscale(src: str, dst: str, info: FileInfo, max_size: int) -> tuple[str, 
     from PIL import Image, ImageOps
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked: verify.probe_bytes
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked: imagefile.probe_bytes
         im = Image.open(src)
     with im:
         if info.format == "jpeg":

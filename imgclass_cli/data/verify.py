@@ -15,7 +15,7 @@ from imgclass_cli.errors import ImgclassError
 
 
 def check_file(path: str, *, decode: bool = True, digest: bool = True) -> FileInfo:
-    """probe_bytes + sha256 + a decode with pipeline.decode, the decoder of training and prediction."""
+    """probe_bytes + sha256 + a decode with imagefile.decode, the decoder of training and prediction."""
     try:
         with open(path, "rb") as f:
             contents = f.read()

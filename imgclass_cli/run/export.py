@@ -1,7 +1,7 @@
 """Export a run's model as SavedModel, TFLite (float32/float16/int8) or .keras, with labels and a parity check.
 
 The exported graph starts *after* the model's Resizing layer: its input is a fixed
-(batch, image_size, image_size, 3) float32 of 0-255 RGB, decoded and resized by `pipeline.decode` exactly
+(batch, image_size, image_size, 3) float32 of 0-255 RGB, decoded and resized by `imagefile.decode` exactly
 as `imgclass predict` does. That keeps the one resize of the project outside the graph (the antialiased resize
 is not a TFLite builtin op) and makes "same preprocessing" checkable: the parity check feeds the same arrays to
 the Keras model of the run and to the export and compares their top-1 predictions.

@@ -1,7 +1,7 @@
 """One interface over everything `predict` accepts: a run directory, an export directory, or a .tflite file.
 
 A predictor takes a float32 batch (n, image_size, image_size, 3) of 0-255 RGB decoded and resized by
-`pipeline.decode` and returns softmax probabilities (n, num_classes) in `class_names` order.
+`imagefile.decode` and returns softmax probabilities (n, num_classes) in `class_names` order.
 """
 
 from __future__ import annotations
