@@ -12,6 +12,7 @@ from imgclass_cli.config import (
     RESIZE_INTERPOLATION,
     SCRATCH_ARCHS,
     SCRATCH_MIN_SIZE,
+    TrainConfig,
 )
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.model.backbones import get_backbone, is_backbone
@@ -121,7 +122,8 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
         raise ImgclassError(f"--weights {path}: cannot load it into {name}: {str(e).splitlines()[0]}") from e
 
 
-def build_classifier(arch: str, num_classes: int, image_size: int, weights: str = "none", dropout: float = 0.2,
+def build_classifier(arch: str, num_classes: int, image_size: int, weights: str = "none",
+                     dropout: float = TrainConfig.dropout,
                      trainable_backbone: bool | None = None):
     """raw 0-255 image -> resize -> preprocessing -> network -> softmax over num_classes.
 
