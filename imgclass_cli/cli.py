@@ -138,6 +138,10 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
     reporter = output.StderrReporter(quiet=quiet)
     callbacks, logdir = [], None
     if tensorboard:
+        if cfg.resume and not cfg.out:
+            from imgclass_cli.run import checkpoints
+
+            cfg.out = checkpoints.find_checkpoint(cfg.resume)[1]
         cfg.out = cfg.out or rundir.default_out(cfg.command)
         logdir = plots.tensorboard_logdir(cfg.out)
         callbacks.append(plots.tensorboard_callback(logdir))
@@ -329,7 +333,7 @@ def prepare(
     val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
     seed: SeedOpt = PREPARE_DEFAULTS.seed,
-    copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (symlinks where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
+    copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
     fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
     example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,

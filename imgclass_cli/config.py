@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
 from enum import Enum
 
@@ -97,13 +100,59 @@ class TrainConfig:
         return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        cfg = cls(**{k: v for k, v in d.items() if k in names})
-        cfg.augment = Augment(cfg.augment)
-        cfg.on_bad_image = OnBadImage(cfg.on_bad_image)
-        cfg.class_weight = ClassWeight(cfg.class_weight)
-        return cfg
+    def from_dict(cls, d: dict, source: str = "config.json", prefix: str = "options.") -> "TrainConfig":
+        """A config read from a file (a run's config.json, a checkpoint's state.json): every known field is
+        checked for its type and range; a violation is an ImgclassError (exit 2) naming `source` and the field.
+        Unknown keys are ignored (files written by other versions)."""
+        from imgclass_cli.errors import ImgclassError
+
+        if not isinstance(d, dict):
+            raise ImgclassError(f"{source}: field {prefix.rstrip('.')} must be an object")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            value = _checked(d[f.name], hints[f.name], OPTION_RANGES.get(f.name))
+            if value is _INVALID:
+                raise ImgclassError(f"{source}: field {prefix}{f.name} has an invalid value {d[f.name]!r:.80}")
+            values[f.name] = value
+        return cls(**values)
+
+
+_INVALID = object()
+# Ranges of numeric options read back from files (the CLI enforces the same ones when parsing options).
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "image_size": (MIN_IMAGE_SIZE, 2048), "batch_size": (1, 65536), "epochs": (1, 100000),
+    "learning_rate": (0.0, 10.0), "val_split": (0.0, 0.9), "dropout": (0.0, 0.95), "weight_decay": (0.0, 10.0),
+    "label_smoothing": (0.0, 0.5), "warmup_epochs": (0.0, 100000), "patience": (0, 100000), "unfreeze": (0, 100000),
+    "finetune_epochs": (0, 100000), "finetune_lr_scale": (0.0, 10.0), "aug_views": (1, 64), "seed": (0, 2**32 - 1),
+}
+
+
+def _checked(value, hint, bounds):
+    """`value` converted to `hint` (str, int, float, bool, an Enum, or X | None) within bounds, or _INVALID."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        return None if type(None) in options else _INVALID
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return value
+        if isinstance(value, bool):
+            continue
+        if t is str and isinstance(value, str) and "\0" not in value:
+            return value
+        if isinstance(t, type) and issubclass(t, Enum):
+            try:
+                return t(value)
+            except ValueError:
+                continue
+        if t is int and isinstance(value, int) or t is float and isinstance(value, (int, float)):
+            if not math.isfinite(value) or (bounds and not bounds[0] <= value <= bounds[1]):
+                return _INVALID
+            return t(value)
+    return _INVALID
 
 
 # The scratch recipe (issue 4): on Fashion-MNIST folders it beats the seed's 3-conv net (0.898) with >= 0.93 test

@@ -1,72 +1,244 @@
-"""The file-system rules of imgclass: which folders it may replace or delete, and how it writes files.
+"""The file-system rules of imgclass: which folders it may replace or delete, locks, and how it writes files.
 
-Every folder imgclass writes (run directory, export, prepared folder, example and tfds exports) is staged under
-a hidden temporary name beside its target and renamed into place in one step; an existing target is replaced
-only with --force and only when it carries the marker of that kind of output. Every deletion goes through
-`remove_tree`, and only ever targets a folder this module staged or proved to be imgclass's own.
+The ownership rule: imgclass deletes or replaces only what it created, recognised by a marker it wrote. Every
+folder imgclass makes holds a `.imgclass` JSON file naming its kind and the files imgclass wrote there; a folder is
+imgclass's own only when the marker is ours, of the expected kind, and the folder holds nothing it does not list
+(a nested folder counts when it is itself ours, e.g. an export inside a run directory). Working folders whose
+files change while they are written (feature cache, checkpoint, TensorBoard logs) list patterns instead of names.
+Output folders are staged under a hidden temporary name beside their target and renamed into place in one step;
+an existing target is replaced only with --force and only when it is imgclass's own. Every deletion goes through
+`remove_tree` / `remove_file`.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import fnmatch
 import io
 import json
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class OutputKind:
-    """A kind of folder imgclass writes, recognised by a marker file with known content."""
-
-    what: str  # "an imgclass run directory": used in messages
-    marker: str  # a file inside the folder
-    signature: Callable[[str], bool]  # does the marker's text say imgclass wrote it?
+MARKER = ".imgclass"
+MARKER_KEY = "imgclass"
 
 
 def _json_has(key: str) -> Callable[[str], bool]:
     def check(text: str) -> bool:
         try:
-            return key in json.loads(text)
+            data = json.loads(text)
         except (ValueError, TypeError):
             return False
+        return isinstance(data, dict) and key in data
 
     return check
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of folder imgclass writes. Folders written before the `.imgclass` marker existed (`legacy_*`) are
+    recognised by their old marker file and may hold only files matching `legacy_files`."""
+
+    name: str  # the marker's "kind"
+    what: str  # "an imgclass run directory": used in messages
+    patterns: tuple[str, ...] = ()  # working folders: what they may hold (fnmatch on paths relative to the folder)
+    legacy_marker: str | None = None
+    legacy_signature: Callable[[str], bool] = lambda text: False
+    legacy_files: tuple[str, ...] = ()
+
+
 RUN_MARKER_KEY = "imgclass_version"
-RUN = OutputKind("an imgclass run directory", "config.json", _json_has(RUN_MARKER_KEY))
-EXPORT = OutputKind("an imgclass export directory", "export.json", _json_has("format"))
-PREPARED = OutputKind("a folder written by imgclass prepare", "prepare.json", lambda text: True)
+RUN_FILES = ("config.json", "model.keras", "labels.json", "history.csv", "metrics.json", "split.csv",
+             "training_curves.png", "confusion_matrix.png", "misclassified.csv", "tensorboard/*")
+RUN = OutputKind("run", "an imgclass run directory", legacy_marker="config.json",
+                 legacy_signature=_json_has(RUN_MARKER_KEY), legacy_files=RUN_FILES)
+EXPORT = OutputKind("export", "an imgclass export directory", legacy_marker="export.json",
+                    legacy_signature=_json_has("format"),
+                    legacy_files=("export.json", "labels.json", "labels.txt", "model.tflite", "model.keras",
+                                  "saved_model/*"))
+PREPARED = OutputKind("prepared", "a folder written by imgclass prepare", legacy_marker="prepare.json",
+                      legacy_signature=_json_has("imgclass_prepare"),
+                      legacy_files=("manifest.csv", "prepare.json", "train/*", "val/*", "test/*"))
 EXAMPLE_SIGNATURE = "imgclass example"
 TFDS_SIGNATURE = "imgclass export of tensorflow-datasets"
-EXAMPLE = OutputKind("an imgclass example export", "SOURCE.txt", lambda text: text.startswith(EXAMPLE_SIGNATURE))
-TFDS = OutputKind("an imgclass tfds export", "SOURCE.txt", lambda text: text.startswith(TFDS_SIGNATURE))
+EXAMPLE = OutputKind("example", "an imgclass example export", legacy_marker="SOURCE.txt",
+                     legacy_signature=lambda text: text.startswith(EXAMPLE_SIGNATURE),
+                     legacy_files=("SOURCE.txt", "train/*.png", "test/*.png"))
+TFDS = OutputKind("tfds", "an imgclass tfds export", legacy_marker="SOURCE.txt",
+                  legacy_signature=lambda text: text.startswith(TFDS_SIGNATURE),
+                  legacy_files=("SOURCE.txt", "*/*.png"))
+FEATURE_CACHE = OutputKind("feature-cache", "an imgclass feature cache", patterns=("*.npy",))
+CHECKPOINT = OutputKind("checkpoint", "an imgclass checkpoint", legacy_marker="state.json",
+                        legacy_signature=_json_has("phase"),
+                        patterns=("state.json", "model.weights.h5", "optimizer.npz", "*.tmp-*", "tmp-*"),
+                        legacy_files=("state.json", "model.weights.h5", "optimizer.npz", "tmp-*"))
+TENSORBOARD = OutputKind("tensorboard", "imgclass TensorBoard logs", patterns=("*/events.out.tfevents.*",))
+# Files imgclass added to a folder that is not its own (evaluate --output DIR/metrics.json): recorded so that
+# a later run may overwrite them, and nothing else.
+FILES = OutputKind("files", "files written by imgclass")
+KINDS = (RUN, EXPORT, PREPARED, EXAMPLE, TFDS, FEATURE_CACHE, CHECKPOINT, TENSORBOARD, FILES)
 
 
-def is_owned(path: str, kind: OutputKind) -> bool:
-    """True when `path` is a folder holding `kind`'s marker with the content imgclass writes there."""
+def read_marker(folder: str) -> dict | None:
+    """The `.imgclass` marker of a folder when it is one imgclass wrote (valid JSON of the known shape), else None."""
     try:
-        with open(os.path.join(path, kind.marker), encoding="utf-8") as f:
-            return kind.signature(f.read())
+        with open(os.path.join(folder, MARKER), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get(MARKER_KEY), str)
+            and data.get("kind") in {k.name for k in KINDS} and isinstance(data.get("files", []), list)
+            and all(isinstance(p, str) for p in data.get("files", []))):
+        return None
+    return data
+
+
+def write_marker(folder: str, kind: OutputKind, files: list[str] | None = None, **extra) -> None:
+    """Mark `folder` as imgclass's `kind`, listing `files` (default: every file now inside it)."""
+    from imgclass_cli import __version__
+
+    listed = sorted(set(files if files is not None else list_files(folder)) - {MARKER})
+    write_json_atomic(os.path.join(folder, MARKER), {MARKER_KEY: __version__, "kind": kind.name, "files": listed, **extra})
+
+
+def list_files(folder: str) -> list[str]:
+    """Every file (and symlink) below `folder`, as '/'-separated relative paths; symlinks are not followed."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                dirnames.remove(d)
+                filenames.append(d)
+        for name in filenames:
+            found.append(os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/"))
+    return found
+
+
+def _holds_only(folder: str, allowed: Callable[[str], bool]) -> bool:
+    """True when every file below `folder` is allowed, or lies in a nested folder that is itself imgclass's own."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for d in list(dirnames):
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                dirnames.remove(d)
+                filenames.append(d)
+            elif any(is_owned(full, k) for k in (EXPORT, TENSORBOARD)):
+                dirnames.remove(d)  # an export written into a run directory later: its own marker vouches for it
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
+            if rel != MARKER and not allowed(rel):
+                return False
+    return True
+
+
+def _matches(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda rel: any(fnmatch.fnmatchcase(rel, p) for p in patterns)
+
+
+def is_legacy(path: str, kind: OutputKind) -> bool:
+    """A folder of `kind` written before the marker existed: its old marker file with imgclass's content."""
+    if kind.legacy_marker is None or os.path.lexists(os.path.join(path, MARKER)):
+        return False
+    try:
+        with open(os.path.join(path, kind.legacy_marker), encoding="utf-8") as f:
+            return kind.legacy_signature(f.read())
     except (OSError, UnicodeDecodeError):
         return False
 
 
+def is_owned(path: str, kind: OutputKind) -> bool:
+    """True when `path` is a real folder imgclass wrote as `kind` and holds nothing imgclass did not write there."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return False
+    marker = read_marker(path)
+    if marker is not None:
+        if marker["kind"] != kind.name:
+            return False
+        listed = set(marker.get("files", []))
+        pattern = _matches(kind.patterns)
+        return _holds_only(path, lambda rel: rel in listed or pattern(rel))
+    return is_legacy(path, kind) and _holds_only(path, _matches(kind.legacy_files))
+
+
+def is_kind(path: str, kind: OutputKind) -> bool:
+    """For *reading*: `path` carries imgclass's marker of `kind` (new or legacy), whatever else it holds."""
+    marker = read_marker(path)
+    return marker["kind"] == kind.name if marker is not None else is_legacy(path, kind)
+
+
+def owned_files(folder: str) -> set[str]:
+    """Files of `folder` imgclass may overwrite: those its marker lists (legacy run directories: a run's files)."""
+    marker = read_marker(folder)
+    if marker is not None:
+        return set(marker.get("files", []))
+    if is_legacy(folder, RUN):
+        return {p for p in RUN_FILES if "*" not in p}
+    return set()
+
+
+def record(folder: str, paths: list[str]) -> None:
+    """Add files imgclass wrote into `folder` (paths to them) to its marker (a `files` marker in a user's folder)."""
+    from imgclass_cli.errors import ImgclassError
+
+    marker = read_marker(folder)
+    if marker is None and os.path.lexists(os.path.join(folder, MARKER)):
+        raise ImgclassError(f"{os.path.join(folder, MARKER)}: not a marker imgclass wrote; refusing to write there")
+    if marker is None:
+        kind, listed, extra = (RUN if is_legacy(folder, RUN) else FILES), set(owned_files(folder)), {}
+        listed &= set(list_files(folder))
+    else:
+        kind = next(k for k in KINDS if k.name == marker["kind"])
+        listed = set(marker["files"])
+        extra = {k: v for k, v in marker.items() if k not in (MARKER_KEY, "kind", "files")}
+    rels = [os.path.relpath(os.path.abspath(p), os.path.abspath(folder)).replace(os.sep, "/") for p in paths]
+    for rel in rels:
+        full = os.path.join(folder, rel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            listed |= {f"{rel}/{p}" for p in list_files(full)}
+        else:
+            listed.add(rel)
+    write_marker(folder, kind, sorted(listed), **extra)
+
+
 def check_out(path: str, force: bool, kind: OutputKind) -> None:
     """Fail before any work if `path` may not be written: it exists and is not empty, and either --force is
-    missing or it is not an imgclass `kind` (never a user's folder, whatever the flags)."""
+    missing or it is not imgclass's own `kind` (never a user's folder, whatever the flags)."""
     from imgclass_cli.errors import ImgclassError
 
     if not os.path.lexists(path) or (os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)):
+        check_writable(os.path.dirname(os.path.abspath(path)))
         return
     if not force:
         raise ImgclassError(f"{path}: already exists; pass --force to replace it or choose another output folder")
-    if not os.path.isdir(path) or os.path.islink(path) or not is_owned(path, kind):
-        raise ImgclassError(f"{path}: exists and is not {kind.what}; refusing to replace it even with --force")
+    if not is_owned(path, kind):
+        raise ImgclassError(f"{path}: exists and is not {kind.what} holding only files imgclass wrote; "
+                            "refusing to replace it even with --force")
+    check_writable(os.path.dirname(os.path.abspath(path)))
+
+
+def check_writable(folder: str) -> None:
+    """Fail (exit 2) before any work when `folder`, or the nearest existing folder above it, cannot be written."""
+    from imgclass_cli.errors import ImgclassError
+
+    probe = os.path.abspath(folder)
+    while not os.path.isdir(probe):
+        if os.path.lexists(probe):
+            raise ImgclassError(f"{folder}: not a folder ({probe} is a file); choose another output location")
+        probe = os.path.dirname(probe)
+    try:  # a real write: os.access says yes to root on a read-only mount's permission bits
+        fd, name = tempfile.mkstemp(prefix=".imgclass-probe-", dir=probe)
+        os.close(fd)
+        os.remove(name)
+    except OSError as e:
+        raise ImgclassError(f"{probe}: cannot write there ({e.strerror}); choose another output location "
+                            "or fix its permissions") from None
 
 
 def remove_tree(path: str) -> None:
@@ -81,9 +253,45 @@ def remove_file(path: str) -> None:
         pass
 
 
+def remove_owned(path: str, kind: OutputKind) -> bool:
+    """Delete `path` if it is imgclass's own `kind`; a folder holding anything else stays. True when removed."""
+    if is_owned(path, kind):
+        remove_tree(path)
+        return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _clean_stale(parent: str, base: str, kind: OutputKind) -> None:
+    """Remove `.BASE.partial-PID` / `.BASE.old-PID` left by killed runs: their pid is gone and they carry our marker."""
+    pattern = re.compile(rf"\.{re.escape(base)}\.(partial|old)-(\d+)")
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.fullmatch(name)
+        if not m or pid_alive(int(m.group(2))) or int(m.group(2)) == os.getpid():
+            continue
+        path = os.path.join(parent, name)
+        marker = read_marker(path) if os.path.isdir(path) and not os.path.islink(path) else None
+        staging = marker is not None and marker["kind"] == kind.name and marker.get("staging") == int(m.group(2))
+        if (m.group(1) == "partial" and staging) or (m.group(1) == "old" and is_owned(path, kind)):
+            remove_tree(path)
+
+
 @contextmanager
 def staged(path: str, force: bool, kind: OutputKind):
-    """Yield a temporary folder next to `path`; on success it is renamed into place in one step.
+    """Yield a temporary folder next to `path`; on success it is marked and renamed into place in one step.
 
     `check_out(path, force, kind)` decides, before and after the work, whether an existing `path` may be replaced.
     """
@@ -91,11 +299,17 @@ def staged(path: str, force: bool, kind: OutputKind):
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     base = os.path.basename(os.path.abspath(path))
+    _clean_stale(parent, base, kind)
     tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}")
-    remove_tree(tmp)
+    if os.path.lexists(tmp):  # our own pid: a leftover of this very process (a retried call)
+        if not (read_marker(tmp) or {}).get("staging") == os.getpid():
+            raise OSError(errno.EEXIST, "exists and is not imgclass's staging folder", tmp)
+        remove_tree(tmp)
     os.makedirs(tmp)
+    write_marker(tmp, kind, [], staging=os.getpid())
     try:
         yield tmp
+        write_marker(tmp, kind)
     except BaseException:
         remove_tree(tmp)
         raise
@@ -108,6 +322,98 @@ def staged(path: str, force: bool, kind: OutputKind):
     if old:
         remove_tree(old)
 
+
+def make_owned_dir(path: str, kind: OutputKind) -> str:
+    """Create a working folder of `kind` (marked before anything is written in it); an existing one must be ours."""
+    from imgclass_cli.errors import ImgclassError
+
+    if os.path.lexists(path):
+        if not is_owned(path, kind):
+            raise ImgclassError(f"{path}: exists and is not {kind.what}; move it away or choose another output folder")
+        if read_marker(path) is None:
+            write_marker(path, kind, [])
+        return path
+    os.makedirs(path)
+    write_marker(path, kind, [])
+    return path
+
+
+def make_temp_dir(parent: str, prefix: str, kind: OutputKind) -> str:
+    """A new folder of imgclass's own inside `parent` (mkdtemp: never an existing one), marked as `kind`."""
+    check_writable(parent)
+    os.makedirs(parent, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    write_marker(path, kind, [], pid=os.getpid())
+    return path
+
+
+# ---------------------------------------------------------------- locks
+
+def lock_path(target: str) -> str:
+    target = os.path.abspath(target)
+    return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
+
+
+class Lock:
+    """An exclusive fcntl lock on `.NAME.lock` beside `target`, holding the owner's pid. The kernel drops it when
+    the process dies, so a lock left by a killed run is simply taken over."""
+
+    def __init__(self, target: str):
+        self.target, self.path, self.fd = target, lock_path(target), None
+
+    def acquire(self) -> "Lock":
+        from imgclass_cli.errors import ImgclassError
+
+        check_writable(os.path.dirname(self.path))
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise ImgclassError(f"{self.target}: in use by another imgclass process (pid {holder}, lock "
+                                    f"{self.path}); wait for it to finish or choose another output folder") from None
+            try:  # the previous holder may have removed the file between our open and flock: lock the current one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            remove_file(self.path)  # while still holding it: a waiting process then retries on a fresh file
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@contextmanager
+def locked(*targets: str):
+    """Hold the locks of every target (in a fixed order, so two runs never deadlock)."""
+    locks = []
+    try:
+        for t in sorted({os.path.abspath(t) for t in targets}):
+            locks.append(Lock(t).acquire())
+        yield
+    finally:
+        for lk in reversed(locks):
+            lk.release()
+
+
+# ---------------------------------------------------------------- atomic writes
 
 def write_text_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"

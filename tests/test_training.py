@@ -81,13 +81,13 @@ def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
     y = np.arange(40) % 4
     batches = lambda v: [(x[i:i + 16], y[i:i + 16]) for i in range(0, 40, 16)]  # noqa: E731
     messages = []
-    mem = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"),
+    mem = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_parent=str(tmp_path / "c"),
                               info=messages.append)
-    disk = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_folder=str(tmp_path / "c"), limit=0,
+    disk = feature_cache.build(lambda b: b, [(3,)], batches, 40, 1, disk_parent=str(tmp_path / "c"), limit=0,
                                info=messages.append)
     assert mem.folder is None and disk.folder and os.path.exists(os.path.join(disk.folder, "x0.npy"))
     assert messages == ["feature cache: 40 images x 1 view(s), about 480 B in memory",
-                        f"feature cache: 40 images x 1 view(s), about 480 B on disk in {tmp_path / 'c'}"]
+                        f"feature cache: 40 images x 1 view(s), about 480 B on disk in {disk.folder}"]
     mem_batches = list(feature_cache.dataset(mem, 8, 3, shuffle=True))
     disk_batches = list(feature_cache.dataset(disk, 8, 3, shuffle=True))
     assert len(mem_batches) == len(disk_batches) == 5
@@ -99,8 +99,9 @@ def test_disk_cache_gives_the_batches_of_the_memory_cache(tmp_path):
     seen = np.sort(np.concatenate([xb[:, 0].numpy() for xb, _ in disk_batches]))
     np.testing.assert_array_equal(seen, x[:, 0])  # every cached row exactly once
     assert [float(xa[0, 0]) for xa, _ in mem_batches] != sorted(float(xa[0, 0]) for xa, _ in mem_batches)  # shuffled
+    assert os.path.dirname(disk.folder) == str(tmp_path / "c")  # a folder of its own inside the one given
     disk.close()
-    assert not os.path.exists(str(tmp_path / "c"))
+    assert os.listdir(str(tmp_path / "c")) == []
 
 
 def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, tmp_path, runner):

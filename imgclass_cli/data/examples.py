@@ -23,13 +23,13 @@ def write_digits(out: str, config: ExampleConfig, *, force: bool = False) -> dic
     train_idx, test_idx = train_test_split(idx, test_size=config.test_fraction, stratify=digits.target,
                                            random_state=config.seed)
     counts = {"train": 0, "test": 0}
-    with fs.staged(out, force, fs.EXAMPLE) as tmp:
+    with fs.locked(out), fs.staged(out, force, fs.EXAMPLE) as tmp:
         for split, ids in (("train", train_idx), ("test", test_idx)):
             for i in sorted(ids):
                 folder = os.path.join(tmp, split, str(digits.target[i]))
                 os.makedirs(folder, exist_ok=True)
                 Image.fromarray(images[i], mode="L").save(os.path.join(folder, f"digit-{i:04d}.png"))
                 counts[split] += 1
-        fs.write_text_atomic(os.path.join(tmp, fs.EXAMPLE.marker),
+        fs.write_text_atomic(os.path.join(tmp, fs.EXAMPLE.legacy_marker),
                              f"{fs.EXAMPLE_SIGNATURE}: scikit-learn load_digits() (UCI optical recognition of handwritten digits)\n")
     return counts

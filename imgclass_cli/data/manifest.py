@@ -43,14 +43,30 @@ def _source(info: dict, row: dict) -> str:
     return os.path.join(src, row["source"]) if src and row.get("source") else row.get("source") or row["path"]
 
 
+def _inside(root: str, rel, where: str) -> str:
+    """root/rel when `rel` is a relative path that stays inside the prepared folder after resolving symlinks."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or os.path.isabs(rel):
+        raise ImgclassError(f"{where}, field path: {rel!r:.80} is not a relative path inside the prepared folder")
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, rel))
+    if not real.startswith(real_root + os.sep):
+        raise ImgclassError(f"{where}, field path: {rel!r:.80} points outside the prepared folder {root}; "
+                            "refusing to read it (run imgclass prepare again)")
+    return os.path.join(root, rel)
+
+
 def _samples(root: str, rows: list[dict], split: str, index: dict[str, int]) -> list[Sample]:
     out = []
-    for r in rows:
+    for i, r in enumerate(rows):
         if r["status"] == "ok" and r["split"] == split and r["class"] in index:
-            p = os.path.join(root, r["path"])
-            if not os.path.exists(p):
+            where = f"{os.path.join(root, MANIFEST)}: row {i + 2}"  # line numbers: the header is line 1
+            p = _inside(root, r["path"], where)
+            if not os.path.isfile(p):
                 raise ImgclassError(f"{p}: listed in {MANIFEST} but missing; run imgclass prepare again")
-            out.append(Sample(p, index[r["class"]], int(r.get("orientation") or 1)))
+            orientation = r.get("orientation") or "1"
+            if orientation not in {str(n) for n in range(1, 9)}:
+                raise ImgclassError(f"{where}, field orientation: {orientation!r:.20} is not an EXIF orientation 1-8")
+            out.append(Sample(p, index[r["class"]], int(orientation)))
     return out
 
 

@@ -118,9 +118,9 @@ def _link(src: str, dst: str, copy: bool) -> str:
     try:
         os.link(os.path.realpath(src), dst)
         return "hardlink"
-    except OSError:
-        os.symlink(os.path.abspath(src), dst)
-        return "symlink"
+    except OSError:  # another file system: a copy, so that every file of OUT stays inside OUT (manifest paths are confined)
+        shutil.copyfile(src, dst)
+        return "copy"
 
 
 def _downscale(src: str, dst: str, info: FileInfo, max_size: int) -> tuple[str, int, int]:
@@ -155,7 +155,14 @@ def _stats(values: list[float]) -> dict:
 
 def prepare(src: str, out: str, config: PrepareConfig, *, force: bool = False, progress=None) -> PrepareResult:
     """Check every file under SRC, split it, and write OUT: class folders of links (or copies), manifest.csv and
-    prepare.json. SRC is only read. `progress(done, total)` is called as files are checked."""
+    prepare.json. SRC is only read. `progress(done, total)` is called as files are checked. OUT is locked
+    against a second prepare for the whole run."""
+    folders.check_root(src)
+    with fs.locked(out):
+        return _prepare(src, out, config, force, progress)
+
+
+def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -> PrepareResult:
     started = time.time()
     _check_paths(src, out, force)
     found = _collect(src)

@@ -48,7 +48,7 @@ def write_dataset(spec: str, out: str, *, data_dir: str | None = None, force: bo
     if not splits:
         raise ImgclassError(f"--from-tfds {name}: its splits are unknown; name one, e.g. --from-tfds {name}:train")
     counts: dict[str, int] = {}
-    with fs.staged(out, force, fs.TFDS) as tmp:
+    with fs.locked(out), fs.staged(out, force, fs.TFDS) as tmp:
         for sp in splits:
             try:
                 ds = builder.as_dataset(split=sp)
@@ -66,6 +66,6 @@ def write_dataset(spec: str, out: str, *, data_dir: str | None = None, force: bo
                 Image.fromarray(img).save(os.path.join(d, f"{name}-{folder}-{n:06d}.png"))
                 n += 1
             counts[folder] = n
-        fs.write_text_atomic(os.path.join(tmp, fs.TFDS.marker),
+        fs.write_text_atomic(os.path.join(tmp, fs.TFDS.legacy_marker),
                              f"{fs.TFDS_SIGNATURE}: {spec} (tfds {tfds.__version__})\nclasses: {', '.join(names)}\n")
     return counts, names

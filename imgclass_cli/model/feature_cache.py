@@ -5,7 +5,8 @@ every epoch is redundant. Phase 1 trains dropout + classifier on the pooled back
 trains the unfrozen top of the backbone (plus the head) on the cached activations of the last frozen layer.
 Without augmentation this is the same computation as the plain path, batch for batch (tested); with
 augmentation, `--aug-views K` augmented views of each image are cached and every epoch draws from them.
-The cache lives in memory when it fits, else in .npy files on disk (memory-mapped).
+The cache lives in memory when it fits, else in .npy files on disk (memory-mapped) inside a new folder of
+imgclass's own (mkdtemp, marked) under the chosen parent: only that folder is ever deleted, never the parent.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from imgclass_cli import fs
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES
+from imgclass_cli import config
 from imgclass_cli.model.build import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER, PREPROCESS_LAYER
 
 
@@ -38,7 +39,7 @@ class FeatureCache:
     def close(self) -> None:
         if self.folder:
             self.arrays = []
-            fs.remove_tree(self.folder)
+            fs.remove_owned(self.folder, fs.FEATURE_CACHE)  # left alone if someone put other files in it
 
 
 def estimate_bytes(n: int, shapes: list[tuple]) -> int:
@@ -77,7 +78,6 @@ def split_backbone(base, top_layers: list):
 def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder: str | None = None) -> tuple[list, np.ndarray]:
     """Run fn over (x, y) batches into preallocated arrays (np.memmap files in `folder` when given)."""
     if folder:
-        os.makedirs(folder, exist_ok=True)
         arrays = [np.lib.format.open_memmap(os.path.join(folder, f"x{i}.npy"), mode="w+", dtype=np.float32,
                                             shape=(n_total, *s)) for i, s in enumerate(shapes)]
     else:
@@ -100,23 +100,29 @@ def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder:
     return arrays, labels
 
 
-def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, disk_folder: str | None,
-          limit: int = MEMORY_CACHE_LIMIT_BYTES, info=lambda m: None) -> FeatureCache:
-    """Cache `views` passes of make_batches(view) through fn; on disk when the estimate exceeds `limit`."""
+def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, disk_parent: str | None,
+          limit: int | None = None, info=lambda m: None) -> FeatureCache:
+    """Cache `views` passes of make_batches(view) through fn; on disk when the estimate exceeds `limit`
+    (default config.MEMORY_CACHE_LIMIT_BYTES), in a new folder of its own inside `disk_parent`."""
     n_total = n_images * views
     size = estimate_bytes(n_total, shapes)
-    on_disk = size > limit and disk_folder is not None
+    limit = config.MEMORY_CACHE_LIMIT_BYTES if limit is None else limit
+    on_disk = size > limit and disk_parent is not None
+    disk_folder = fs.make_temp_dir(disk_parent, ".imgclass-features-", fs.FEATURE_CACHE) if on_disk else None
     where = f"on disk in {disk_folder}" if on_disk else "in memory"
     info(f"feature cache: {n_images} images x {views} view(s), about {human_bytes(size)} {where}")
-    if on_disk:
-        fs.remove_tree(disk_folder)
 
     def all_views():
         for v in range(views):
             yield from make_batches(v)
 
-    arrays, labels = compute(fn, all_views(), n_total, shapes, folder=disk_folder if on_disk else None)
-    return FeatureCache(arrays, labels, n_images, views, disk_folder if on_disk else None)
+    try:
+        arrays, labels = compute(fn, all_views(), n_total, shapes, folder=disk_folder)
+    except BaseException:
+        if disk_folder:
+            fs.remove_owned(disk_folder, fs.FEATURE_CACHE)
+        raise
+    return FeatureCache(arrays, labels, n_images, views, disk_folder)
 
 
 def dataset(cache: FeatureCache, batch_size: int, seed: int, *, shuffle: bool):

@@ -30,6 +30,11 @@ def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) 
     ]
 
 
+def names(folder: str) -> list[str]:
+    """The files `write` puts into folder."""
+    return [os.path.join(folder, MISCLASSIFIED), os.path.join(folder, plots.CONFUSION_PNG)]
+
+
 def write(folder: str, evaluation, title: str = "") -> list[str]:
     """Write misclassified.csv and confusion_matrix.png into folder; returns the paths written."""
     report = evaluation.report

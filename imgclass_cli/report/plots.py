@@ -120,7 +120,12 @@ def tensorboard_callback(logdir: str):
     from imgclass_cli._tf import keras, tf
 
     t = tf()
-    fs.remove_tree(logdir)  # a leftover of an interrupted run would mix two trainings
+    # A leftover of an interrupted run would mix two trainings: removed, when it is ours (marker, log files only).
+    if os.path.lexists(logdir) and not fs.remove_owned(logdir, fs.TENSORBOARD):
+        from imgclass_cli.errors import ImgclassError
+
+        raise ImgclassError(f"{logdir}: exists and is not imgclass's TensorBoard log folder; move it away")
+    fs.make_owned_dir(logdir, fs.TENSORBOARD)
     scalar = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
                                          data_class=summary_pb2.DATA_CLASS_SCALAR)
 
@@ -154,11 +159,9 @@ def tensorboard_callback(logdir: str):
 def move_tensorboard_logs(logdir: str, out: str) -> str | None:
     import shutil
 
-    from imgclass_cli import fs
 
     if not os.path.isdir(logdir):
         return None
-    dest = os.path.join(out, TENSORBOARD_DIR)
-    fs.remove_tree(dest)
+    dest = os.path.join(out, TENSORBOARD_DIR)  # a new run directory has none; its own marker keeps it ours
     shutil.move(logdir, dest)
     return dest

@@ -4,6 +4,9 @@ An unfinished run keeps its checkpoint in a hidden folder beside the run directo
 (not inside the staging folder, which is created and renamed only once training is done, so that an
 interrupted run never leaves a half run directory). `--resume NAME` (or the checkpoint folder itself)
 finds it there; a finished run deletes it.
+
+A checkpoint is untrusted input (it may be copied or crafted): state.json is validated, and it never says where
+to write or what to delete. The run a checkpoint continues is the folder it belongs to, NAME beside `.NAME.checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from imgclass_cli import fs
 from imgclass_cli._tf import keras
+from imgclass_cli.config import TrainConfig
 from imgclass_cli.errors import ImgclassError
 
 STATE = "state.json"
@@ -27,17 +31,56 @@ def checkpoint_dir(out: str) -> str:
     return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.checkpoint")
 
 
-def find_checkpoint(path: str) -> str:
-    """The checkpoint folder of a run given as --resume: the run's --out path or the checkpoint folder."""
-    for candidate in (path, checkpoint_dir(path)):
-        if os.path.exists(os.path.join(candidate, STATE)):
-            return candidate
+def run_of(folder: str) -> str | None:
+    """The run directory a checkpoint folder `.NAME.checkpoint` belongs to (NAME beside it), else None."""
+    folder = os.path.abspath(folder)
+    name = os.path.basename(folder)
+    if name.startswith(".") and name.endswith(".checkpoint") and len(name) > len("..checkpoint"):
+        return os.path.join(os.path.dirname(folder), name[1:-len(".checkpoint")])
+    return None
+
+
+def find_checkpoint(path: str) -> tuple[str, str]:
+    """(checkpoint folder, run directory) of --resume PATH: the run's --out path or its `.NAME.checkpoint` folder."""
+    out = run_of(path)
+    candidates = [(os.path.abspath(path), out)] if out else []
+    candidates.append((checkpoint_dir(path), os.path.abspath(path)))
+    for folder, run in candidates:
+        if os.path.exists(os.path.join(folder, STATE)):
+            if not fs.is_kind(folder, fs.CHECKPOINT):
+                raise ImgclassError(f"--resume {path}: {folder} is not an imgclass checkpoint (no marker)")
+            return folder, run
     raise ImgclassError(f"--resume {path}: no checkpoint of an unfinished run there (looked for {checkpoint_dir(path)})")
 
 
 def read_state(folder: str) -> dict:
-    with open(os.path.join(folder, STATE), encoding="utf-8") as f:
-        return json.load(f)
+    """state.json, validated: {"config": TrainConfig, "history": [rows], "phase": 1|2, "epoch": n}. A violation is
+    exit 2 naming the file and the field; its "out" (where the run was) is ignored."""
+    path = os.path.join(folder, STATE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ImgclassError(f"{path}: cannot read the checkpoint state ({e})") from None
+
+    def bad(field: str):
+        return ImgclassError(f"{path}: field {field} is missing or invalid; the checkpoint cannot be resumed")
+
+    if not isinstance(raw, dict):
+        raise bad("(top level)")
+    config = TrainConfig.from_dict(raw.get("config"), source=path, prefix="config.")
+    phase, epoch, history = raw.get("phase"), raw.get("epoch"), raw.get("history")
+    if type(phase) is not int or phase not in (1, 2):
+        raise bad("phase")
+    limit = config.epochs if phase == 1 else config.finetune_epochs
+    if type(epoch) is not int or not 0 <= epoch <= limit:
+        raise bad("epoch")
+    if not isinstance(history, list) or len(history) > config.epochs + config.finetune_epochs:
+        raise bad("history")
+    for i, row in enumerate(history):
+        if not isinstance(row, dict) or not all(isinstance(k, str) and type(v) in (int, float) for k, v in row.items()):
+            raise bad(f"history[{i}]")
+    return {"config": config, "phase": phase, "epoch": epoch, "history": history}
 
 
 def save(folder: str, model, optimizer, state: dict) -> None:
@@ -69,7 +112,8 @@ def restore_optimizer(folder: str, optimizer, variables) -> bool:
 
 
 def remove(folder: str) -> None:
-    fs.remove_tree(folder)
+    """Delete a finished run's checkpoint folder, only when it holds nothing but checkpoint files."""
+    fs.remove_owned(folder, fs.CHECKPOINT)
 
 
 def checkpoint_callback(save_fn):

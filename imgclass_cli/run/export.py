@@ -193,6 +193,12 @@ def export(run_path: str, config: ExportConfig, *, out: str | None = None, force
     if not 0.0 <= config.min_agreement <= 1.0:
         raise ImgclassError("--min-agreement is a fraction between 0 and 1")
     out = out or default_out(run_path, fmt.value, quantize.value if quantize else None)
+    with fs.locked(out):
+        return _export(run_path, fmt, quantize, config, out, force, data, seed, say)
+
+
+def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config: ExportConfig, out: str, force: bool,
+            data: str | None, seed: int | None, say) -> ExportResult:
     fs.check_out(out, force, fs.EXPORT)
 
     model, info = rundir.load(run_path)

@@ -48,16 +48,29 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: s
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
     gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names) if fail_under is not None else []
-    ev = evaluate(run_path, data_path, config, warn=warn)
-    report = ev.report.to_dict()
     target = output or os.path.join(run_path, rundir.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
+    check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
+    ev = evaluate(run_path, data_path, config, warn=warn)
+    report = ev.report.to_dict()
     os.makedirs(folder, exist_ok=True)
     fs.write_json_atomic(target, report)
     ev.metrics_file = target
     ev.files = evalfiles.write(folder, ev, title=f"{run_path} on {data_path}")
+    fs.record(folder, [ev.metrics_file, *ev.files])  # so a later evaluate may replace them, and nothing else
     ev.gates = gates.check(report, gate_list)
     return ev
+
+
+def check_evaluate_outputs(folder: str, files: list[str]) -> None:
+    """Before the evaluation: the folder is writable, and each file evaluate would replace was written by imgclass
+    (listed in the folder's marker; a legacy run directory's own files). A user's file of the same name is kept."""
+    fs.check_writable(folder)
+    mine = fs.owned_files(folder) if os.path.isdir(folder) else set()
+    for path in files:
+        if os.path.lexists(path) and os.path.basename(path) not in mine:
+            raise ImgclassError(f"{path}: exists and was not written by imgclass; refusing to overwrite it "
+                                "(choose another --output folder or move the file away)")
 
 
 def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None) -> Evaluation:

@@ -6,7 +6,6 @@ A predictor takes a float32 batch (n, image_size, image_size, 3) of 0-255 RGB de
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.run import rundir
 
-EXPORT_INFO = fs.EXPORT.marker  # export.json
+EXPORT_INFO = fs.EXPORT.legacy_marker  # export.json
 LABELS_TXT = "labels.txt"
 TFLITE_FILE = "model.tflite"
 SAVEDMODEL_DIR = "saved_model"
@@ -38,12 +37,43 @@ class Target:
 def _labels_beside(folder: str) -> list[str]:
     j, t = os.path.join(folder, rundir.LABELS), os.path.join(folder, LABELS_TXT)
     if os.path.exists(j):
-        with open(j, encoding="utf-8") as f:
-            return list(json.load(f))
+        return rundir.check_labels(rundir.read_json(j), j)
     if os.path.exists(t):
-        with open(t, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
+        try:
+            with open(t, encoding="utf-8", newline="") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ImgclassError(f"{t}: cannot read it ({e})") from None
+        return rundir.check_labels([line.rstrip("\r") for line in text.split("\n") if line.strip()], t, "lines")
     raise ImgclassError(f"{folder}: no labels.json or labels.txt beside the model; it names the classes in index order")
+
+
+def confined(folder: str, name, source: str, field: str) -> str:
+    """folder/name when `name` is a relative path that stays inside `folder` after resolving symlinks, else exit 2."""
+    if not isinstance(name, str) or not name or "\0" in name or os.path.isabs(name):
+        raise ImgclassError(f"{source}: field {field} must be a relative path inside {folder} ({name!r:.80})")
+    root = os.path.realpath(folder)
+    full = os.path.realpath(os.path.join(folder, name))
+    if full != root and not full.startswith(root + os.sep):
+        raise ImgclassError(f"{source}: field {field} points outside {folder} ({name!r:.80}); refusing to read it")
+    return os.path.join(folder, name)
+
+
+def _read_export_info(path: str) -> dict:
+    """export.json, validated: format, model (confined to the folder), image_size."""
+    from imgclass_cli.config import MIN_IMAGE_SIZE, ExportFormat
+
+    source = os.path.join(path, EXPORT_INFO)
+    meta = rundir.read_json(source)
+    if not isinstance(meta, dict):
+        raise ImgclassError(f"{source}: not an imgclass export description (a JSON object)")
+    if meta.get("format") not in {f.value for f in ExportFormat}:
+        raise ImgclassError(f"{source}: field format is missing or invalid ({meta.get('format')!r:.40})")
+    size = meta.get("image_size")
+    if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= 4096):
+        raise ImgclassError(f"{source}: field image_size is missing or invalid ({size!r:.40})")
+    meta["model"] = confined(path, meta.get("model"), source, "model")
+    return meta
 
 
 def resolve(path: str) -> Target:
@@ -51,14 +81,8 @@ def resolve(path: str) -> Target:
     if os.path.isfile(path) and path.endswith(".tflite"):
         return Target("tflite", path, _labels_beside(os.path.dirname(path) or "."), None)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, EXPORT_INFO)):
-        try:
-            with open(os.path.join(path, EXPORT_INFO), encoding="utf-8") as f:
-                meta = json.load(f)
-            fmt = meta["format"]
-            model = os.path.join(path, meta["model"])
-        except (ValueError, KeyError) as e:
-            raise ImgclassError(f"{path}: {EXPORT_INFO} is not a valid imgclass export description ({e})") from None
-        return Target(fmt, model, _labels_beside(path), meta.get("image_size"))
+        meta = _read_export_info(path)
+        return Target(meta["format"], meta["model"], _labels_beside(path), meta.get("image_size"))
     if path.endswith(".tflite") and not os.path.exists(path):
         raise ImgclassError(f"{path}: no such file")
     info = rundir.read_info(path)  # raises "no such run directory" / "not an imgclass run directory"
@@ -73,12 +97,84 @@ class KerasPredictor:
         return self.model(images, training=False).numpy()
 
 
+# Ops a classifier's inference graph needs (every backbone imgclass exports uses a subset). Anything else -- file,
+# network, Python, debug/print, dataset or queue ops -- makes predict refuse the SavedModel before TensorFlow runs it.
+INFERENCE_OPS = frozenset("""
+Abs Add AddN AddV2 ArgMax ArgMin AssignAddVariableOp AssignSubVariableOp AssignVariableOp AvgPool AvgPool3D BatchMatMul
+BatchMatMulV2 BatchMatMulV3 BiasAdd Cast Ceil ClipByValue Concat ConcatV2 Const Conv2D Conv3D Cos Cumsum
+DepthwiseConv2dNative DisableCopyOnRead Div DivNoNan Einsum Elu Equal Erf Exp ExpandDims Fill Floor FloorDiv FloorMod
+FusedBatchNorm FusedBatchNormV3 GatherV2 Greater GreaterEqual Identity IdentityN If LeakyRelu Less LessEqual Log
+LogSoftmax LogicalAnd LogicalNot LogicalOr MatMul Max MaxPool MaxPoolV2 Maximum Mean Min Minimum MirrorPad Mul Neg
+NoOp NotEqual OnesLike Pack Pad PadV2 PartitionedCall Placeholder Pow Prod Range Rank ReadVariableOp RealDiv
+Reciprocal Relu Relu6 Reshape ResizeBilinear ResizeNearestNeighbor Round Rsqrt Select SelectV2 Selu Shape ShapeN
+Sigmoid Sign Sin Size Slice Softmax Softplus Softsign Split SplitV Sqrt Square SquaredDifference Squeeze
+StatefulPartitionedCall StatelessIf StatelessWhile StopGradient StridedSlice Sub Sum Tanh Tile Transpose Unpack
+VarHandleOp VarIsInitializedOp While ZerosLike
+""".split())
+# The checkpoint save/restore functions every SavedModel carries; allowed only in functions that nothing but the
+# SavedModel's saver nodes call (loading restores variables without running them; serving never reaches them).
+SAVER_OPS = frozenset("MergeV2Checkpoints RestoreV2 SaveV2 ShardedFilename StaticRegexFullMatch StringJoin".split())
+
+
+def _called(node) -> list[str]:
+    """Functions a NodeDef calls through its attributes (f, then_branch, body, ...)."""
+    names = []
+    for value in node.attr.values():
+        if value.HasField("func"):
+            names.append(value.func.name)
+        names += [f.name for f in value.list.func]
+    return names
+
+
+def check_savedmodel_ops(path: str) -> None:
+    """Refuse (exit 2, naming the op and the file) a SavedModel whose graph holds an op outside INFERENCE_OPS."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, "saved_model.pb")
+    sm = saved_model_pb2.SavedModel()
+    try:
+        with open(pb, "rb") as f:
+            sm.ParseFromString(f.read())
+    except (OSError, ValueError, RuntimeError) as e:  # protobuf's DecodeError is a ValueError
+        raise ImgclassError(f"{pb}: cannot read the SavedModel graph ({e})") from None
+    for mg in sm.meta_graphs:
+        library = {f.signature.name: f for f in mg.graph_def.library.function}
+        saver_nodes = {mg.saver_def.save_tensor_name.split(":")[0].lstrip("^"), mg.saver_def.restore_op_name.split(":")[0]}
+
+        def reach(nodes) -> set[str]:
+            seen, todo = set(), [name for n in nodes for name in _called(n)]
+            while todo:
+                name = todo.pop()
+                if name not in seen and name in library:
+                    seen.add(name)
+                    todo += [c for n in library[name].node_def for c in _called(n)]
+            return seen
+
+        graph = list(mg.graph_def.node)
+        saver_only = reach([n for n in graph if n.name in saver_nodes]) - reach([n for n in graph if n.name not in saver_nodes])
+        found = [(n.op, n.name) for n in graph]
+        for name, fn in library.items():
+            found += [(n.op, f"{name}/{n.name}") for n in fn.node_def
+                      if not (n.op in SAVER_OPS and name in saver_only)]
+        for op, where in found:
+            if op not in INFERENCE_OPS:
+                raise ImgclassError(f"{pb}: the graph holds the op {op!r} ({where}), which an image classifier does "
+                                    "not need; refusing to run it (imgclass runs only graphs of inference ops)")
+
+
 class SavedModelPredictor:
     def __init__(self, path: str, class_names: list[str], image_size: int):
         from imgclass_cli._tf import tf
 
-        self.fn = tf().saved_model.load(path).signatures["serving_default"]
+        check_savedmodel_ops(path)
+        try:
+            self.fn = tf().saved_model.load(path).signatures["serving_default"]
+        except Exception as e:
+            raise ImgclassError(f"{path}: cannot load the SavedModel ({str(e).strip().splitlines()[0]})") from None
         self.class_names, self.image_size = class_names, image_size
+        n_out = next(iter(self.fn.structured_outputs.values())).shape[-1]
+        if n_out != len(class_names):
+            raise ImgclassError(f"{path}: the model has {n_out} outputs but the labels file names {len(class_names)} classes")
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         out = self.fn(image=np.asarray(images, dtype=np.float32))
@@ -143,5 +239,10 @@ def load(path: str):
     if target.kind == "keras":
         from imgclass_cli.model.build import load_model
 
-        return KerasPredictor(load_model(target.path), target.class_names, int(target.image_size))
+        try:
+            model = load_model(target.path)
+        except Exception as e:
+            raise ImgclassError(f"{target.path}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
+        rundir.check_outputs(model, target.class_names, target.path, os.path.join(path, LABELS_TXT))
+        return KerasPredictor(model, target.class_names, int(target.image_size))
     raise ImgclassError(f"{path}: unknown export format {target.kind!r}")

@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass, field
 
 from imgclass_cli import fs
-from imgclass_cli.config import TrainConfig
+from imgclass_cli.config import MIN_IMAGE_SIZE, TrainConfig
 from imgclass_cli.errors import ImgclassError
 
 MODEL = "model.keras"
 LABELS = "labels.json"
-CONFIG = fs.RUN.marker  # config.json: its imgclass_version key marks a run directory
+CONFIG = fs.RUN.legacy_marker  # config.json: its imgclass_version key marks a run directory
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 SPLIT = "split.csv"
@@ -73,22 +73,62 @@ def save(folder: str, model, class_names: list[str], config: dict, history: list
         fs.write_json_atomic(os.path.join(folder, METRICS), metrics)
 
 
+def read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ImgclassError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+MAX_CLASSES = 100_000
+
+
+def check_labels(names, source: str, field: str = "(the list)") -> list[str]:
+    """Class names read from a file: a list of >= 2 unique, non-empty strings without control characters."""
+    def bad(why: str):
+        return ImgclassError(f"{source}: field {field} {why}; it must list the class names in index order")
+
+    if not isinstance(names, list):
+        raise bad("is not a list")
+    if not 2 <= len(names) <= MAX_CLASSES:
+        raise bad(f"has {len(names)} class name(s), expected at least 2")
+    seen = set()
+    for i, n in enumerate(names):
+        if not isinstance(n, str) or not n.strip():
+            raise ImgclassError(f"{source}: entry {i} of {field} is not a non-empty string")
+        if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in n):
+            raise ImgclassError(f"{source}: entry {i} of {field} contains a control character ({n!r:.60})")
+        if n in seen:
+            raise ImgclassError(f"{source}: entry {i} of {field} repeats the class name {n!r:.60}")
+        seen.add(n)
+    return list(names)
+
+
 def read_info(path: str) -> RunInfo:
-    """Labels and config of a run, without TensorFlow."""
+    """Labels and config of a run, without TensorFlow; both files are validated (exit 2 naming file and field)."""
     if not os.path.isdir(path):
         raise ImgclassError(f"{path}: no such run directory")
     for name in (MODEL, LABELS, CONFIG):
         if not os.path.exists(os.path.join(path, name)):
             raise ImgclassError(f"{path}: not an imgclass run directory (no {name}); pass the --out folder of train or finetune")
-    try:
-        with open(os.path.join(path, LABELS), encoding="utf-8") as f:
-            class_names = json.load(f)
-        with open(os.path.join(path, CONFIG), encoding="utf-8") as f:
-            raw = json.load(f)
-    except ValueError as e:
-        raise ImgclassError(f"{path}: labels.json or config.json is not valid JSON ({e})") from None
-    cfg = TrainConfig.from_dict(raw.get("options", {}))
-    return RunInfo(path=path, class_names=class_names, config=cfg, image_size=int(raw["image_size"]), extra=raw)
+    labels_path, config_path = os.path.join(path, LABELS), os.path.join(path, CONFIG)
+    class_names = check_labels(read_json(labels_path), labels_path)
+    raw = read_json(config_path)
+    if not isinstance(raw, dict) or not isinstance(raw.get(MARKER_KEY), str):
+        raise ImgclassError(f"{config_path}: field {MARKER_KEY} is missing; not an imgclass run directory")
+    cfg = TrainConfig.from_dict(raw.get("options", {}), source=config_path)
+    size = raw.get("image_size")
+    if type(size) is not int or not MIN_IMAGE_SIZE <= size <= 4096:
+        raise ImgclassError(f"{config_path}: field image_size is missing or invalid ({size!r:.40})")
+    return RunInfo(path=path, class_names=class_names, config=cfg, image_size=size, extra=raw)
+
+
+def check_outputs(model, class_names: list[str], model_path: str, labels_path: str) -> None:
+    """The model's number of outputs must be the number of class names."""
+    n = model.output_shape[-1] if hasattr(model, "output_shape") else None
+    if n != len(class_names):
+        raise ImgclassError(f"{labels_path}: names {len(class_names)} classes but {model_path} has {n} outputs")
 
 
 def load(path: str):
@@ -96,8 +136,10 @@ def load(path: str):
     info = read_info(path)
     from imgclass_cli.model.build import load_model
 
+    model_path = os.path.join(path, MODEL)
     try:
-        model = load_model(os.path.join(path, MODEL))
+        model = load_model(model_path)
     except Exception as e:
-        raise ImgclassError(f"{os.path.join(path, MODEL)}: cannot load the model ({str(e).splitlines()[0]})") from e
+        raise ImgclassError(f"{model_path}: cannot load the model ({str(e).splitlines()[0]})") from e
+    check_outputs(model, info.class_names, model_path, os.path.join(path, LABELS))
     return model, info

@@ -64,12 +64,19 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
 
 
 def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
-    """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`)."""
-    started = time.time()
+    """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`).
+
+    A lock on OUT is held for the whole run: a second run with the same OUT fails at once, naming the first."""
     config = _resume_config(config)
-    out = config.out or rundir.default_out(config.command)
-    config.out = out  # recorded, so that --resume finds the run's checkpoint and writes the same folder
-    rundir.check_out(out, force)
+    config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
+    with fs.locked(config.out):
+        return _run(config, reporter, force, callbacks)
+
+
+def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None) -> TrainResult:
+    started = time.time()
+    out = config.out
+    _check_outputs(config, force)
     data, image_size = _load_data(config, reporter)
     counts = {split: len(samples) for split, samples in data.splits.items()}
 
@@ -99,6 +106,18 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     _save_run(out, force, config, data, image_size, model, history, report, reporter)
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
+
+
+def _check_outputs(config: TrainConfig, force: bool) -> None:
+    """Before the first image is decoded: OUT may be written, its checkpoint folder (if any) is ours, and the
+    --cache-dir folder is writable."""
+    rundir.check_out(config.out, force)
+    folder = ckpt.checkpoint_dir(config.out)
+    if os.path.lexists(folder) and not fs.is_owned(folder, fs.CHECKPOINT):
+        raise ImgclassError(f"{folder}: exists and is not an imgclass checkpoint holding only checkpoint files; "
+                            "move it away or choose another --out")
+    if config.command == "finetune" and config.cache and config.cache_dir:
+        fs.check_writable(config.cache_dir)
 
 
 def _load_data(config: TrainConfig, reporter: Reporter):
@@ -153,13 +172,17 @@ def _resume_config(config: TrainConfig) -> TrainConfig:
     """With --resume: the interrupted run's own options (same data required), else a copy of config."""
     if not config.resume:
         return dataclasses.replace(config)
-    folder = ckpt.find_checkpoint(config.resume)
-    saved = TrainConfig.from_dict(ckpt.read_state(folder)["config"])
+    folder, out = ckpt.find_checkpoint(config.resume)
+    saved = ckpt.read_state(folder)["config"]
     if config.data and os.path.abspath(config.data) != os.path.abspath(saved.data):
         raise ImgclassError(f"--resume {config.resume}: that run trained on {saved.data}, not {config.data}")
     if saved.command != config.command:
         raise ImgclassError(f"--resume {config.resume}: that run is a `{saved.command}` run; resume it with `imgclass {saved.command}`")
-    saved.resume = folder
+    if config.out and os.path.abspath(config.out) != out:
+        raise ImgclassError(f"--resume {config.resume}: that checkpoint belongs to the run {out}; drop --out")
+    # Where to write and what to delete never come from the checkpoint: the run is the folder the checkpoint
+    # belongs to, and the cache goes where this command line says.
+    saved.out, saved.cache_dir, saved.resume = out, config.cache_dir, folder
     return saved
 
 
@@ -252,17 +275,18 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
             return pipeline.build(train_samples, plain, training=False)
         return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True)
 
-    disk = config.cache_dir or os.path.join(folder, "features")
+    # An on-disk cache goes into a new folder of its own inside --cache-dir (default: beside --out).
+    disk = config.cache_dir or os.path.dirname(os.path.abspath(config.out or folder))
     fit = FitData(feature_cache.head_model(model, shapes, top), None, None, None, [])
     t0 = time.time()
     try:  # an interrupt while caching: drop an on-disk cache, nothing to resume yet
         train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
-                                          disk_folder=os.path.join(disk, "train"), info=reporter.info)
+                                          disk_parent=disk, info=reporter.info)
         fit.caches.append(train_cache)
         fit.train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
         if val_samples:
             val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
-                                            len(val_samples), 1, disk_folder=os.path.join(disk, "val"))
+                                            len(val_samples), 1, disk_parent=disk)
             fit.caches.append(val_cache)
             fit.val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
     except KeyboardInterrupt:
@@ -285,7 +309,7 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
     Returns (history rows, (val labels, val probabilities) or None). Saves a checkpoint after every epoch;
     on Ctrl-C saves one and raises an ImgclassError with exit code 130 naming it.
     """
-    folder = ckpt.checkpoint_dir(out)
+    folder = fs.make_owned_dir(ckpt.checkpoint_dir(out), fs.CHECKPOINT)
     resume = ckpt.read_state(config.resume) if config.resume else None
     if resume:
         model.load_weights(os.path.join(config.resume, ckpt.WEIGHTS))
