@@ -133,9 +133,21 @@ def _holds_only(folder: str, allowed: Callable[[str], bool]) -> bool:
                 dirnames.remove(d)  # an export written into a run directory later: its own marker vouches for it
         for name in filenames:
             rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
-            if rel != MARKER and not allowed(rel):
+            if rel != MARKER and not allowed(rel) and not _is_lock_file(os.path.join(dirpath, name)):
                 return False
     return True
+
+
+def _is_lock_file(path: str) -> bool:
+    """A `.NAME.lock` left by a killed export inside a run directory: a pid and nothing else."""
+    name = os.path.basename(path)
+    if not (name.startswith(".") and name.endswith(".lock")) or os.path.islink(path):
+        return False
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read(32).strip().isdigit()
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _matches(patterns: tuple[str, ...]) -> Callable[[str], bool]:

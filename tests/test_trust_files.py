@@ -272,6 +272,28 @@ def test_predict_runs_an_imgclass_savedmodel_export(runner, trained_run, test_di
     assert r.exit_code == 0 and r.stdout.count('"status": "ok"') == 6
 
 
+def test_predict_refuses_a_tflite_model_with_tensorflow_ops(runner, tmp_path, test_dir):
+    from imgclass_cli._tf import tf
+
+    t = tf()
+    target = str(tmp_path / "pwned.txt")
+
+    class Evil(t.Module):
+        @t.function(input_signature=[t.TensorSpec([1, 32, 32, 3], t.float32)])
+        def f(self, x):
+            t.io.write_file(target, "pwned")
+            return t.nn.softmax(t.reduce_mean(x, axis=[1, 2]))
+
+    e = Evil()
+    conv = t.lite.TFLiteConverter.from_concrete_functions([e.f.get_concrete_function()], e)
+    conv.target_spec.supported_ops = [t.lite.OpsSet.TFLITE_BUILTINS, t.lite.OpsSet.SELECT_TF_OPS]
+    folder = _export_dir(tmp_path / "export", "tflite", "model.tflite")
+    open(os.path.join(folder, "model.tflite"), "wb").write(conv.convert())
+    r = runner.invoke(app, ["predict", folder, os.path.join(test_dir, "red")])
+    assert r.exit_code == 2 and "'FlexWriteFile'" in r.stderr, r.output
+    assert not os.path.exists(target)
+
+
 @pytest.mark.parametrize("model", ["/etc/passwd", "../outside.keras", "link.keras", 5])
 def test_export_json_model_outside_the_folder_is_refused(runner, tmp_path, test_dir, model):
     outside = tmp_path / "outside.keras"

@@ -193,6 +193,12 @@ class TFLitePredictor:
                 self.interp = tf().lite.Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
         except ValueError as e:
             raise ImgclassError(f"{path}: not a TFLite model ({str(e).splitlines()[0]})") from None
+        # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.
+        names = sorted({d["op_name"] for d in getattr(self.interp, "_get_ops_details", list)()})
+        foreign = [n for n in names if not (n.replace("_", "").isalnum() and n.isupper())]
+        if foreign:
+            raise ImgclassError(f"{path}: the model holds the non-builtin op {foreign[0]!r}, which an image classifier "
+                                "does not need; refusing to run it (imgclass runs only builtin TFLite ops)")
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
         shape = self.input["shape_signature"]
