@@ -345,6 +345,7 @@ def make_owned_dir(path: str, kind: OutputKind) -> str:
         if read_marker(path) is None:
             write_marker(path, kind, [])
         return path
+    check_writable(os.path.dirname(os.path.abspath(path)))
     os.makedirs(path)
     write_marker(path, kind, [])
     return path
