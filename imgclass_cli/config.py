@@ -52,6 +52,7 @@ SCRATCH_ARCHS = ("cnn", "simple-cnn")
 # has its own minimum (SCRATCH_MIN_SIZE, backbones.py); scratch CNNs default to DEFAULT_SCRATCH_IMAGE_SIZE, or the
 # images' own size when they are smaller (model.build.resolve_image_size is the one resolver).
 MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 8192  # read back from run and export files: larger would not fit in memory anyway
 DEFAULT_SCRATCH_IMAGE_SIZE = 128
 SCRATCH_MIN_SIZE = {"cnn": MIN_IMAGE_SIZE, "simple-cnn": 32}  # three unpadded 3x3 conv + pool blocks need 32 px
 # The one resize of the project, in the decoder (data.imagefile.decode) and in every model's Resizing layer.
@@ -121,12 +122,13 @@ class TrainConfig:
 
 
 _INVALID = object()
-# Ranges of numeric options read back from files (the CLI enforces the same ones when parsing options).
+# Ranges of numeric options read back from files: what the CLI accepts, plus caps on what costs memory or time.
+_INF = math.inf
 OPTION_RANGES: dict[str, tuple[float, float]] = {
-    "image_size": (MIN_IMAGE_SIZE, 2048), "batch_size": (1, 65536), "epochs": (1, 100000),
-    "learning_rate": (0.0, 10.0), "val_split": (0.0, 0.9), "dropout": (0.0, 0.95), "weight_decay": (0.0, 10.0),
-    "label_smoothing": (0.0, 0.5), "warmup_epochs": (0.0, 100000), "patience": (0, 100000), "unfreeze": (0, 100000),
-    "finetune_epochs": (0, 100000), "finetune_lr_scale": (0.0, 10.0), "aug_views": (1, 64), "seed": (0, 2**32 - 1),
+    "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), "batch_size": (1, 2**20), "epochs": (1, 10**7), "learning_rate": (0.0, _INF),
+    "val_split": (0.0, 0.9), "dropout": (0.0, 0.95), "weight_decay": (0.0, _INF), "label_smoothing": (0.0, 0.5),
+    "warmup_epochs": (0.0, _INF), "patience": (0, 10**7), "unfreeze": (0, 10**7), "finetune_epochs": (0, 10**7),
+    "finetune_lr_scale": (0.0, _INF), "aug_views": (1, 10_000), "seed": (-(2**63), 2**63 - 1),
 }
 
 

@@ -61,7 +61,7 @@ def confined(folder: str, name, source: str, field: str) -> str:
 
 def _read_export_info(path: str) -> dict:
     """export.json, validated: format, model (confined to the folder), image_size."""
-    from imgclass_cli.config import MIN_IMAGE_SIZE, ExportFormat
+    from imgclass_cli.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, ExportFormat
 
     source = os.path.join(path, EXPORT_INFO)
     meta = rundir.read_json(source)
@@ -70,7 +70,7 @@ def _read_export_info(path: str) -> dict:
     if meta.get("format") not in {f.value for f in ExportFormat}:
         raise ImgclassError(f"{source}: field format is missing or invalid ({meta.get('format')!r:.40})")
     size = meta.get("image_size")
-    if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= 4096):
+    if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
         raise ImgclassError(f"{source}: field image_size is missing or invalid ({size!r:.40})")
     meta["model"] = confined(path, meta.get("model"), source, "model")
     return meta

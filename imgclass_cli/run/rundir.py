@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from imgclass_cli import fs
-from imgclass_cli.config import MIN_IMAGE_SIZE, TrainConfig
+from imgclass_cli.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TrainConfig
 from imgclass_cli.errors import ImgclassError
 
 MODEL = "model.keras"
@@ -119,7 +119,7 @@ def read_info(path: str) -> RunInfo:
         raise ImgclassError(f"{config_path}: field {MARKER_KEY} is missing; not an imgclass run directory")
     cfg = TrainConfig.from_dict(raw.get("options", {}), source=config_path)
     size = raw.get("image_size")
-    if type(size) is not int or not MIN_IMAGE_SIZE <= size <= 4096:
+    if type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         raise ImgclassError(f"{config_path}: field image_size is missing or invalid ({size!r:.40})")
     return RunInfo(path=path, class_names=class_names, config=cfg, image_size=size, extra=raw)
 
