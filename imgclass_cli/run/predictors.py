@@ -109,7 +109,8 @@ NoOp NotEqual OnesLike Pack Pad PadV2 PartitionedCall Placeholder Pow Prod Range
 Reciprocal Relu Relu6 Reshape ResizeBilinear ResizeNearestNeighbor Round Rsqrt Select SelectV2 Selu Shape ShapeN
 Sigmoid Sign Sin Size Slice Softmax Softplus Softsign Split SplitV Sqrt Square SquaredDifference Squeeze
 StatefulPartitionedCall StatelessIf StatelessWhile StopGradient StridedSlice Sub Sum Tanh Tile Transpose Unpack
-VarHandleOp VarIsInitializedOp While ZerosLike
+VarHandleOp VarIsInitializedOp While ZerosLike Erfc Expm1 Log1p Atan Tan Sinh Cosh Rint BroadcastTo BroadcastArgs
+InvertPermutation Cumprod TopKV2 IsFinite IsNan Where
 """.split())
 # The checkpoint save/restore functions every SavedModel carries; allowed only in functions that nothing but the
 # SavedModel's saver nodes call (loading restores variables without running them; serving never reaches them).
