@@ -85,6 +85,8 @@ def dead_pid() -> int:
 def test_cache_dir_never_deletes_a_users_folder(runner, data_dir, tmp_path, monkeypatch):
     """Case 1: finetune --cache-dir victim used to delete victim/train; the cache now lives in a folder of its own."""
     victim = user_folder(tmp_path / "victim")
+    os.makedirs(os.path.join(victim, "val"))
+    open(os.path.join(victim, "val", "notes.txt"), "w").write("the old code deleted DIR/train and DIR/val")
     before = checksums(victim)
     monkeypatch.setattr(config, "MEMORY_CACHE_LIMIT_BYTES", 0)  # force the on-disk cache
     r = runner.invoke(app, ["finetune", data_dir, "--backbone", "mobilenetv2", "--weights", "none", "--image-size",
