@@ -89,7 +89,7 @@ def test_cache_dir_never_deletes_a_users_folder(runner, data_dir, tmp_path, monk
     open(os.path.join(victim, "val", "notes.txt"), "w").write("the old code deleted DIR/train and DIR/val")
     before = checksums(victim)
     monkeypatch.setattr(config, "MEMORY_CACHE_LIMIT_BYTES", 0)  # force the on-disk cache
-    r = runner.invoke(app, ["finetune", data_dir, "--backbone", "mobilenetv2", "--weights", "none", "--image-size",
+    r = runner.invoke(app, ["finetune", data_dir, "--backbone", "mobilenet", "--weights", "none", "--image-size",
                             "32", "--epochs", "1", "--augment", "none", "--batch-size", "32", "--cache-dir", victim,
                             "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
