@@ -38,7 +38,7 @@ from imgclass_cli.config import (
     Quantize,
     TrainConfig,
 )
-from imgclass_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, ImgclassError
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 
 app = typer.Typer(
     help="Turn a folder of images (one sub-folder per class) into a trained, evaluated image classifier.",
@@ -61,7 +61,8 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and TensorFlow logs.", envvar="IMGCLASS_DEBUG")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
-    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 --fail-under gate failed, 130 interrupted."""
+    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 --fail-under gate failed, 130 interrupted (SIGINT),
+    143 terminated (SIGTERM)."""
     _state["debug"] = debug
     from imgclass_cli._tf import set_debug
 
@@ -69,14 +70,18 @@ def _main(
 
 
 def handle_errors(fn):
-    """Turn project errors into one red line on stderr and a documented exit code."""
+    """Turn project errors into one red line on stderr and a documented exit code; SIGINT and SIGTERM become
+    exit 130 and 143 (interrupts.handled), acted on at safe points while a file or checkpoint is written."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from imgclass_cli import interrupts
+        from imgclass_cli.fs import NO_SPACE, WriteFailed
         from imgclass_cli.report import output
 
         try:
-            return fn(*args, **kwargs)
+            with interrupts.handled():
+                return fn(*args, **kwargs)
         except ImgclassError as e:
             if _state["debug"]:
                 raise
@@ -86,14 +91,17 @@ def handle_errors(fn):
             # The reader of stdout went away (e.g. `| head`): stop quietly, like other Unix tools.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
-        except KeyboardInterrupt:
-            output.error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            output.error(f"interrupted ({interrupts.signal_name(e)})")
+            raise typer.Exit(interrupts.exit_code(e)) from None
         except typer.Exit:
             raise
         except Exception as e:  # an unexpected failure: one line, traceback with --debug
             if _state["debug"]:
                 raise
+            if isinstance(e, OSError) and e.errno in NO_SPACE:  # a write no core function wrapped: still say where
+                output.error(WriteFailed(os.path.dirname(os.path.abspath(str(e.filename or "."))), e).message)
+                raise typer.Exit(EXIT_FAILED) from None
             first = (str(e).strip().splitlines() or [""])[0]
             output.error(f"unexpected {type(e).__name__}: {first} (run `imgclass --debug ...` for the traceback)")
             raise typer.Exit(EXIT_FAILED) from None
