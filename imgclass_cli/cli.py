@@ -259,7 +259,7 @@ def evaluate(
     output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
     if not quiet:
         for path in [ev.metrics_file, *ev.files]:
-            output.stderr().print(f"wrote {path}", highlight=False, markup=False)
+            output.say(output.stderr(), f"wrote {path}")
         if ev.gates:
             output.print_gates(ev.gates)
     ev.enforce_gates()
@@ -277,22 +277,20 @@ def predict(
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
 ):
     """Predict the class of images with RUN; one record per image, in input order."""
-    from rich.markup import escape
-
     from imgclass_cli.report import output
     from imgclass_cli.run import inference, predictors
 
     k = min(top_k, len(predictors.resolve(str(run)).class_names))
     config = PredictConfig(top_k=k, batch_size=batch_size, format=fmt, strict=strict, on_bad_image=on_bad_image)
     records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), config)
-    con = output.stderr()
+    reporter = output.StderrReporter()
     if on_bad_image == OnBadImage.fail:
         from imgclass_cli.data.verify import fail_message
 
         records = _stop_at_first_error(records, fail_message)
     errors = output.write_predictions(
         records, fmt.value, k,
-        on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
+        on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
     )
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
@@ -368,7 +366,7 @@ def prepare(
                                                force=force)
             what = f"{len(names)} classes of {from_tfds}"
         parts = " and ".join(f"{n} {s}" for s, n in counts.items())
-        output.stdout().print(f"wrote {parts} images of {what} to {target}", highlight=False, markup=False)
+        output.say(output.stdout(), f"wrote {parts} images of {what} to {target}")
         return
     if out is None:
         raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
@@ -383,7 +381,7 @@ def prepare(
             progress.close()
     output.print_prepare_report(result.report, fmt.value)
     if not quiet:
-        output.stderr().print(f"wrote {out}/manifest.csv", highlight=False, markup=False)
+        output.say(output.stderr(), f"wrote {out}/manifest.csv")
     if not result.report["images"]:
         raise ImgclassError(f"{src}: none of its {result.report['files']} file(s) is a readable image (see the report)")
 
