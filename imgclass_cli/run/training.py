@@ -299,7 +299,10 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
     plan, top_layers = plan_phases(model, config)
     fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
     try:
-        return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
+        # SIGINT/SIGTERM only set a flag in here; the loop acts on it between batches (ckpt.safe_points), never
+        # inside a checkpoint write.
+        with interrupts.deferred():
+            return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
     finally:
         close_caches(fit)
 
@@ -324,46 +327,44 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     def state():
         return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
 
-    # SIGINT/SIGTERM only set a flag in here; ckpt.safe_points acts on it between batches, never inside a write.
-    with interrupts.deferred():
-        try:
-            for phase in plan:
-                initial = start_epoch if phase.number == start_phase else 0
-                if phase.number < start_phase or initial >= phase.epochs:
-                    continue
-                position.update(phase=phase.number, epoch=initial)
-                if config.command == "finetune":
-                    trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
-                    if two_phases:
-                        what = "head on the frozen backbone" if phase.number == 1 else \
-                            f"head + top {len(trainable)} backbone layers (BatchNorm frozen) at lr {phase.learning_rate:g}"
-                        reporter.info(f"phase {phase.number}: {what}")
-                opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
-                fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
-                                  metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
-                if resume and phase.number == start_phase and initial > 0:
-                    ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
-                offset = len(history) - initial
+    try:
+        for phase in plan:
+            initial = start_epoch if phase.number == start_phase else 0
+            if phase.number < start_phase or initial >= phase.epochs:
+                continue
+            position.update(phase=phase.number, epoch=initial)
+            if config.command == "finetune":
+                trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
+                if two_phases:
+                    what = "head on the frozen backbone" if phase.number == 1 else \
+                        f"head + top {len(trainable)} backbone layers (BatchNorm frozen) at lr {phase.learning_rate:g}"
+                    reporter.info(f"phase {phase.number}: {what}")
+            opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
+            fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
+                              metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            if resume and phase.number == start_phase and initial > 0:
+                ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
+            offset = len(history) - initial
 
-                def on_epoch(done, logs, number=phase.number, offset=offset):
-                    history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
-                    position.update(phase=number, epoch=done)
-                    ckpt.save(folder, model, opt, state())
+            def on_epoch(done, logs, number=phase.number, offset=offset):
+                history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
+                position.update(phase=number, epoch=done)
+                ckpt.save(folder, model, opt, state())
 
-                cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
-                if config.patience > 0 and fit.val is not None:
-                    cbs.append(ckpt.early_stopping(config.patience))
-                cbs.append(ckpt.safe_points())
-                fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
-                              verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
-                interrupts.check()
-            result = history, predict_probs(fit.model, fit.val) if fit.val is not None else None
+            cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
+            if config.patience > 0 and fit.val is not None:
+                cbs.append(ckpt.early_stopping(config.patience))
+            cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
+            fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial, verbose=0,
+                          callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
             interrupts.check()
-            return result
-        except KeyboardInterrupt as e:
-            reporter.train_end()  # stop a live progress display before the message
-            ckpt.save(folder, model, opt, state())
-            raise _interrupted(e, config, out, position) from None
+        result = history, predict_probs(fit.model, fit.val) if fit.val is not None else None
+        interrupts.check()
+        return result
+    except KeyboardInterrupt as e:
+        reporter.train_end()  # stop a live progress display before the message
+        ckpt.save(folder, model, opt, state())
+        raise _interrupted(e, config, out, position) from None
 
 
 def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict | None) -> ImgclassError:
