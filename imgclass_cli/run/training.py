@@ -349,7 +349,10 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             def on_epoch(done, logs, number=phase.number, offset=offset):
                 history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
                 position.update(phase=number, epoch=done)
-                ckpt.save(folder, model, opt, state())
+                try:
+                    ckpt.save(folder, model, opt, state())
+                except fs.WriteFailed as e:  # e.g. a full disk: the previous checkpoint is still whole
+                    raise _with_resume_hint(e, config, out) from None
 
             cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
             if config.patience > 0 and fit.val is not None:
@@ -367,6 +370,19 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
         raise _interrupted(e, config, out, position) from None
 
 
+def _resume_command(config: TrainConfig, out: str) -> str:
+    return f"imgclass {config.command} {shlex.quote(str(config.data))} --resume {shlex.quote(str(out))}"
+
+
+def _with_resume_hint(e: fs.WriteFailed, config: TrainConfig, out: str) -> ImgclassError:
+    folder = ckpt.checkpoint_dir(out)
+    if not os.path.exists(os.path.join(folder, ckpt.STATE)):
+        return e
+    done = ckpt.read_state(folder)
+    return ImgclassError(f"{e.message}; the checkpoint of phase {done['phase']}, {done['epoch']} epoch(s) is intact: "
+                         f"continue with: {_resume_command(config, out)}", exit_code=e.exit_code)
+
+
 def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict | None) -> ImgclassError:
     """The message after SIGINT/SIGTERM: where the checkpoint is and the command that continues the run."""
     folder = ckpt.checkpoint_dir(out)
@@ -375,7 +391,6 @@ def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict
         if not os.path.exists(os.path.join(folder, ckpt.STATE)):
             return ImgclassError(f"{what}; nothing to resume yet", exit_code=interrupts.exit_code(e))
         position = ckpt.read_state(folder)
-    cmd = f"imgclass {config.command} {shlex.quote(str(config.data))} --resume {shlex.quote(str(out))}"
     return ImgclassError(f"{what}; checkpoint saved in {folder} (phase {position['phase']}, "
-                         f"{position['epoch']} epoch(s) done); continue with: {cmd}",
+                         f"{position['epoch']} epoch(s) done); continue with: {_resume_command(config, out)}",
                          exit_code=interrupts.exit_code(e))
