@@ -188,9 +188,11 @@ def _tree_size(folder: str) -> int:
     for dirpath, _, files in os.walk(folder):
         for name in files:
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
+                st = os.lstat(os.path.join(dirpath, name))
             except OSError:
-                pass
+                continue
+            if st.st_nlink == 1:  # a hardlink to the user's file takes no new space
+                total += st.st_size
     return total
 
 
@@ -208,8 +210,9 @@ def _open_temp(path: str) -> tuple[int, str]:
 def write_files_atomic(files: dict[str, bytes]) -> None:
     """Write every file under a unique temporary name (fsync), then rename them all into place.
 
-    Either all files are replaced or, on any failure, none is and no temporary file is left. A signal arriving
-    meanwhile is acted on after the renames (interrupts.deferred), never half-way."""
+    A failure while writing (a full disk) replaces none of them and leaves no temporary file; only the renames,
+    which need no space, come after the first target is touched. A signal arriving meanwhile is acted on after the
+    renames (interrupts.deferred), never half-way."""
     if not files:
         return
     folder = os.path.dirname(os.path.abspath(next(iter(files))))
