@@ -131,13 +131,14 @@ def _assert_loadable_checkpoint(folder: str) -> dict:
 
 def test_signal_during_a_checkpoint_write_leaves_a_resumable_checkpoint(runner, data_dir, tmp_path, monkeypatch):
     """SIGINT arrives while the first checkpoint's file is open for writing (the HDF5 file on the old code, the
-    temporary file on the new one): the write completes, the run stops at the next safe point, exit 130."""
+    temporary file on the new one), and again in the next write (Ctrl-C pressed twice): each write completes, the
+    run stops at the next safe point with a whole checkpoint, exit 130."""
     import h5py
 
     sent = []
 
     def send_once(path: str) -> None:
-        if ".checkpoint" in path and not sent:
+        if ".checkpoint" in path and len(sent) < 2:
             sent.append(path)
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -156,9 +157,10 @@ def test_signal_during_a_checkpoint_write_leaves_a_resumable_checkpoint(runner, 
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(h5py.File, "close", close)
+    before = _checksums(data_dir)
     out = str(tmp_path / "run")
     r = runner.invoke(app, _train_args(data_dir, out, "--epochs", "3"))
-    assert sent, "the hook did not fire"
+    assert len(sent) == 2, "the hook did not fire"
     assert r.exit_code == 130, r.output
     assert "interrupted (SIGINT)" in r.stderr and f"--resume {out}" in r.stderr
     from imgclass_cli.run import checkpoints as ckpt
@@ -170,6 +172,7 @@ def test_signal_during_a_checkpoint_write_leaves_a_resumable_checkpoint(runner, 
     r = runner.invoke(app, ["train", data_dir, "--resume", out, "-q"])
     assert r.exit_code == 0, r.output
     assert len(open(os.path.join(out, "history.csv")).read().splitlines()) == 1 + 3
+    assert _checksums(data_dir) == before
 
 
 def _start(args, cwd) -> subprocess.Popen:
@@ -195,6 +198,7 @@ def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(data
     """SIGTERM as `timeout` or a CI runner sends it (SIGINT to a real signal handler: the checkpoint-write test)."""
     from imgclass_cli.run import checkpoints as ckpt
 
+    before = _checksums(data_dir)
     out = str(tmp_path / "run")
     epochs = 8  # epochs of ~0.3 s: the signal, sent after the first, lands long before the end
     proc = _start(_train_args(data_dir, out, "--epochs", str(epochs)), tmp_path)
@@ -210,6 +214,7 @@ def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(data
     assert proc.returncode == 0, proc.stderr.read()
     history = open(os.path.join(out, "history.csv")).read().splitlines()
     assert len(history) == 1 + epochs and not os.path.exists(ckpt.checkpoint_dir(out))
+    assert _checksums(data_dir) == before
 
 
 # --- 10: a full disk is one line, exit 1, nothing partial -------------------------------------------------------
@@ -231,6 +236,7 @@ def _enospc_on(monkeypatch, marker: str) -> list:
 
 
 def test_disk_full_while_writing_a_checkpoint(runner, data_dir, tmp_path, monkeypatch):
+    before = _checksums(data_dir)
     hits = _enospc_on(monkeypatch, ".checkpoint")
     out = str(tmp_path / "run")
     r = runner.invoke(app, _train_args(data_dir, out, "--epochs", "2", "-q"))
@@ -238,18 +244,24 @@ def test_disk_full_while_writing_a_checkpoint(runner, data_dir, tmp_path, monkey
     line = r.stderr.strip()
     assert line.count("\n") == 0 and line.startswith(f"Error: {tmp_path / '.run.checkpoint'}: no space left on device")
     assert "MB free" in line and "needs" in line
-    assert _no_temp_files(tmp_path) == [] and not os.path.exists(out)
+    assert _no_temp_files(tmp_path) == [] and not os.path.exists(out) and _checksums(data_dir) == before
 
 
-def test_checkpoint_larger_than_the_free_space_is_refused_before_writing(runner, data_dir, tmp_path, monkeypatch):
+def test_checkpoint_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    from imgclass_cli import fs
+    from imgclass_cli.model import build
+    from imgclass_cli.run import checkpoints as ckpt
+
+    model = build.build_classifier("simple-cnn", 2, 32, weights="none")
     real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000) if "run" in str(p) else real(p))
-    out = str(tmp_path / "run")
-    r = runner.invoke(app, _train_args(data_dir, out, "--epochs", "2", "-q"))
-    assert r.exit_code == 1, r.output
-    assert "no space left on device (needs " in r.stderr and "0.0 MB free" in r.stderr
-    assert os.listdir(tmp_path) in ([".run.checkpoint"], [])  # at most the empty folder, no file started
-    assert not os.listdir(tmp_path / ".run.checkpoint")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    folder = str(tmp_path / ".run.checkpoint")
+    with pytest.raises(fs.WriteFailed) as e:
+        ckpt.save(folder, model, None, {"epoch": 1})
+    assert e.value.exit_code == 1
+    assert e.value.message == f"{folder}: no space left on device (needs 0.6 MB, 0.1 MB free); free some space or " \
+                              "write elsewhere"
+    assert os.listdir(folder) == []  # refused before the first byte
 
 
 def test_disk_full_while_prepare_writes_removes_the_staged_folder(runner, data_dir, tmp_path, monkeypatch):
