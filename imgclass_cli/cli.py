@@ -38,7 +38,7 @@ from imgclass_cli.config import (
     Quantize,
     TrainConfig,
 )
-from imgclass_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, ImgclassError
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 
 app = typer.Typer(
     help="Turn a folder of images (one sub-folder per class) into a trained, evaluated image classifier.",
@@ -61,7 +61,8 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and TensorFlow logs.", envvar="IMGCLASS_DEBUG")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
-    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 --fail-under gate failed, 130 interrupted."""
+    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 --fail-under gate failed, 130 interrupted (SIGINT),
+    143 terminated (SIGTERM)."""
     _state["debug"] = debug
     from imgclass_cli._tf import set_debug
 
@@ -69,14 +70,18 @@ def _main(
 
 
 def handle_errors(fn):
-    """Turn project errors into one red line on stderr and a documented exit code."""
+    """Turn project errors into one red line on stderr and a documented exit code; SIGINT and SIGTERM become
+    exit 130 and 143 (interrupts.handled), acted on at safe points while a file or checkpoint is written."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from imgclass_cli import interrupts
+        from imgclass_cli.fs import NO_SPACE, WriteFailed
         from imgclass_cli.report import output
 
         try:
-            return fn(*args, **kwargs)
+            with interrupts.handled():
+                return fn(*args, **kwargs)
         except ImgclassError as e:
             if _state["debug"]:
                 raise
@@ -86,14 +91,17 @@ def handle_errors(fn):
             # The reader of stdout went away (e.g. `| head`): stop quietly, like other Unix tools.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
-        except KeyboardInterrupt:
-            output.error("interrupted")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            output.error(f"interrupted ({interrupts.signal_name(e)})")
+            raise typer.Exit(interrupts.exit_code(e)) from None
         except typer.Exit:
             raise
         except Exception as e:  # an unexpected failure: one line, traceback with --debug
             if _state["debug"]:
                 raise
+            if isinstance(e, OSError) and e.errno in NO_SPACE:  # a write no core function wrapped: still say where
+                output.error(WriteFailed(os.path.dirname(os.path.abspath(str(e.filename or "."))), e).message)
+                raise typer.Exit(EXIT_FAILED) from None
             first = (str(e).strip().splitlines() or [""])[0]
             output.error(f"unexpected {type(e).__name__}: {first} (run `imgclass --debug ...` for the traceback)")
             raise typer.Exit(EXIT_FAILED) from None
@@ -255,7 +263,7 @@ def evaluate(
     output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
     if not quiet:
         for path in [ev.metrics_file, *ev.files]:
-            output.stderr().print(f"wrote {path}", highlight=False, markup=False)
+            output.say(output.stderr(), f"wrote {path}")
         if ev.gates:
             output.print_gates(ev.gates)
     ev.enforce_gates()
@@ -273,22 +281,20 @@ def predict(
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
 ):
     """Predict the class of images with RUN; one record per image, in input order."""
-    from rich.markup import escape
-
     from imgclass_cli.report import output
     from imgclass_cli.run import inference, predictors
 
     k = min(top_k, len(predictors.resolve(str(run)).class_names))
     config = PredictConfig(top_k=k, batch_size=batch_size, format=fmt, strict=strict, on_bad_image=on_bad_image)
     records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), config)
-    con = output.stderr()
+    reporter = output.StderrReporter()
     if on_bad_image == OnBadImage.fail:
         from imgclass_cli.data.verify import fail_message
 
         records = _stop_at_first_error(records, fail_message)
     errors = output.write_predictions(
         records, fmt.value, k,
-        on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
+        on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
     )
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
@@ -364,7 +370,7 @@ def prepare(
                                                force=force)
             what = f"{len(names)} classes of {from_tfds}"
         parts = " and ".join(f"{n} {s}" for s, n in counts.items())
-        output.stdout().print(f"wrote {parts} images of {what} to {target}", highlight=False, markup=False)
+        output.say(output.stdout(), f"wrote {parts} images of {what} to {target}")
         return
     if out is None:
         raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
@@ -379,7 +385,7 @@ def prepare(
             progress.close()
     output.print_prepare_report(result.report, fmt.value)
     if not quiet:
-        output.stderr().print(f"wrote {out}/manifest.csv", highlight=False, markup=False)
+        output.say(output.stderr(), f"wrote {out}/manifest.csv")
     if not result.report["images"]:
         raise ImgclassError(f"{src}: none of its {result.report['files']} file(s) is a readable image (see the report)")
 

@@ -20,11 +20,15 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from imgclass_cli import interrupts
+from imgclass_cli.errors import JobFailed
 
 MARKER = ".imgclass"
 MARKER_KEY = "imgclass"
@@ -77,7 +81,8 @@ TFDS = OutputKind("tfds", "an imgclass tfds export", legacy_marker="SOURCE.txt",
 FEATURE_CACHE = OutputKind("feature-cache", "an imgclass feature cache", patterns=("*.npy",))
 CHECKPOINT = OutputKind("checkpoint", "an imgclass checkpoint", legacy_marker="state.json",
                         legacy_signature=_json_has("phase"),
-                        patterns=("state.json", "model.weights.h5", "optimizer.npz", "*.tmp-*", "tmp-*"),
+                        patterns=("state.json", "weights.npz", "model.weights.h5", "optimizer.npz", ".*.tmp", "*.tmp-*",
+                                  "tmp-*"),
                         legacy_files=("state.json", "model.weights.h5", "optimizer.npz", "tmp-*"))
 TENSORBOARD = OutputKind("tensorboard", "imgclass TensorBoard logs", patterns=("*/events.out.tfevents.*",))
 # Files imgclass added to a folder that is not its own (evaluate --output DIR/metrics.json): recorded so that
@@ -306,22 +311,44 @@ def staged(path: str, force: bool, kind: OutputKind):
     """Yield a temporary folder next to `path`; on success it is marked and renamed into place in one step.
 
     `check_out(path, force, kind)` decides, before and after the work, whether an existing `path` may be replaced.
+    A failed write inside (a full disk, a read-only folder) removes the temporary folder and becomes one
+    `WriteFailed` naming `path`.
     """
     check_out(path, force, kind)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise WriteFailed(parent, e) from None
     base = os.path.basename(os.path.abspath(path))
     _clean_stale(parent, base, kind)
     tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}")
-    if os.path.lexists(tmp):  # our own pid: a leftover of this very process (a retried call)
-        if not (read_marker(tmp) or {}).get("staging") == os.getpid():
-            raise OSError(errno.EEXIST, "exists and is not imgclass's staging folder", tmp)
+    try:
+        if os.path.lexists(tmp):  # our own pid: a leftover of this very process (a retried call)
+            if not (read_marker(tmp) or {}).get("staging") == os.getpid():
+                raise OSError(errno.EEXIST, "exists and is not imgclass's staging folder", tmp)
+            remove_tree(tmp)
+        os.makedirs(tmp)
+        write_marker(tmp, kind, [], staging=os.getpid())
+    except WriteFailed:
         remove_tree(tmp)
-    os.makedirs(tmp)
-    write_marker(tmp, kind, [], staging=os.getpid())
+        raise
+    except OSError as e:
+        raise WriteFailed(path, e) from None
     try:
         yield tmp
         write_marker(tmp, kind)
+    except WriteFailed as e:
+        written = _tree_size(tmp)
+        remove_tree(tmp)
+        raise WriteFailed(path, e.error, written=written) from None
+    except OSError as e:
+        if not _is_write_error(e, tmp):
+            remove_tree(tmp)
+            raise
+        written = _tree_size(tmp)
+        remove_tree(tmp)
+        raise WriteFailed(path, e, written=written) from None
     except BaseException:
         remove_tree(tmp)
         raise
@@ -426,15 +453,116 @@ def locked(*targets: str):
             lk.release()
 
 
-# ---------------------------------------------------------------- atomic writes
+# --- writing files: atomic, and a failure is one message naming the folder -------------------------------------
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class WriteFailed(JobFailed):
+    """A write that failed (full disk, read-only or missing folder): exit 1, nothing partial left behind."""
+
+    def __init__(self, folder: str, error: OSError, needed: int | None = None, written: int | None = None):
+        self.folder, self.error, self.needed = folder, error, needed
+        if error.errno in NO_SPACE:
+            free = free_bytes(folder)
+            sizes = [f"needs {_mb(needed)}" if needed is not None else "",
+                     f"{_mb(written)} written before the disk filled" if written else "",
+                     f"{_mb(free)} free" if free is not None else ""]
+            detail = ", ".join(x for x in sizes if x)
+            message = f"{folder}: no space left on device ({detail}); free some space or write elsewhere"
+        else:
+            message = f"{folder}: could not write ({error.strerror or error})"
+        super().__init__(message)
+
+
+def free_bytes(folder: str) -> int | None:
+    """Free space for this user on the file system of `folder` (or its nearest existing parent)."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def check_space(folder: str, needed: int) -> None:
+    """Refuse a write that cannot fit before starting it: a half-written file on a full disk helps nobody."""
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise WriteFailed(folder, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), needed=needed)
+
+
+def _is_write_error(e: OSError, tmp: str) -> bool:
+    inside = any(isinstance(f, str) and os.path.abspath(f).startswith(os.path.abspath(tmp) + os.sep)
+                 for f in (e.filename, e.filename2))
+    return e.errno in NO_SPACE or inside
+
+
+def _tree_size(folder: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if st.st_nlink == 1:  # a hardlink to the user's file takes no new space
+                total += st.st_size
+    return total
+
+
+def _open_temp(path: str) -> tuple[int, str]:
+    """A new file with a unique name beside `path` (O_EXCL: never someone else's, never an earlier attempt's)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    while True:
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def write_files_atomic(files: dict[str, bytes]) -> None:
+    """Write every file under a unique temporary name (fsync), then rename them all into place.
+
+    A failure while writing (a full disk) replaces none of them and leaves no temporary file; only the renames,
+    which need no space, come after the first target is touched. A signal arriving meanwhile is acted on after the
+    renames (interrupts.deferred), never half-way."""
+    if not files:
+        return
+    folder = os.path.dirname(os.path.abspath(next(iter(files))))
+    check_space(folder, sum(len(b) for b in files.values()))
+    temps: dict[str, str] = {}
+    with interrupts.deferred():
+        try:
+            for path, data in files.items():
+                fd, tmp = _open_temp(path)
+                temps[path] = tmp
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for path, tmp in temps.items():
+                os.replace(tmp, path)
+        except BaseException as e:
+            for tmp in temps.values():
+                remove_file(tmp)
+            if isinstance(e, OSError):
+                raise WriteFailed(folder, e, needed=sum(len(b) for b in files.values())) from None
+            raise
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    write_files_atomic({path: data})
+
 
 def write_text_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str, obj) -> None:

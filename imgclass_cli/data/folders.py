@@ -7,6 +7,7 @@ dataset.py picks which."""
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -150,7 +151,16 @@ def check_root(root: str) -> None:
         raise ImgclassError(f"{root}: not a folder; pass a folder with one sub-folder of images per class")
 
 
+# A class name becomes a label: a line of labels.txt, a JSON string, a table cell. A control character (a newline
+# splits labels.txt, ESC drives the terminal) or a byte that is not UTF-8 cannot be one.
+_UNFIT_IN_LABEL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
 def check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
+    for name in class_names:
+        if _UNFIT_IN_LABEL.search(name):
+            raise ImgclassError(f"{root}: class folder {name!r} has a control character or a non-UTF-8 byte in its "
+                                "name, which cannot be a label; rename the folder")
     if not class_names:
         raise ImgclassError(f"{root}: no images found; expected one sub-folder of images per class")
     if len(class_names) < min_classes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -16,16 +17,44 @@ from imgclass_cli.report.metrics import METRIC_KEYS
 
 def stdout() -> Console:
     # Created per call so that test runners that swap sys.stdout see the output.
-    return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    return Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 160, emoji=False)
 
 
 def stderr() -> Console:
-    return Console(file=sys.stderr, stderr=True, width=None if sys.stderr.isatty() else 160)
+    return Console(file=sys.stderr, stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
+
+
+# Characters that would act on the terminal or hide text instead of being seen: C0/C1 controls (ESC starts an ANSI
+# sequence, CR overwrites a line), line/paragraph separators, bidirectional overrides.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match) -> str:
+    ch = match.group()
+    code = ord(ch)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name (surrogateescape): show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape(text) -> str:
+    """The one way a user-derived string (a file, folder or class name, a message that quotes one) reaches a
+    person: control characters shown as backslash escapes (an ESC byte prints as \\x1b, a newline as \\n), then
+    rich markup escaped, so `[draft] cat.png` prints as itself. Machine formats (CSV, JSON, JSONL) use exact names."""
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(_INVISIBLE.sub(_visible, str(text)))
+
+
+def say(console: Console, text: str) -> None:
+    """One plain line that may quote user-derived names."""
+    console.print(escape(text), highlight=False, soft_wrap=True)
 
 
 def error(message: str) -> None:
-    from rich.markup import escape
-
     # soft_wrap: one line however long, so scripts can grep it.
     stderr().print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
@@ -56,7 +85,7 @@ class StderrReporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, highlight=False, markup=False)
+            say(self.console, message)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
@@ -100,7 +129,7 @@ class StderrReporter:
 
 
 def report_table(report: dict, title: str) -> list[Table]:
-    summary = Table(title=title, show_header=True)
+    summary = Table(title=escape(title), show_header=True)
     summary.add_column("metric")
     summary.add_column("value", justify="right")
     for key in METRIC_KEYS:
@@ -113,14 +142,14 @@ def report_table(report: dict, title: str) -> list[Table]:
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
     for name, m in report["per_class"].items():
-        per_class.add_row(name, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+        per_class.add_row(escape(name), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
 
     cm = Table(title="confusion matrix (rows: true, columns: predicted)")
     cm.add_column("true \\ pred")
     for name in report["class_names"]:
-        cm.add_column(name, justify="right")
+        cm.add_column(escape(name), justify="right")
     for name, row in zip(report["class_names"], report["confusion_matrix"]):
-        cm.add_row(name, *(str(v) for v in row))
+        cm.add_row(escape(name), *(str(v) for v in row))
     return [summary, per_class, cm]
 
 
@@ -152,7 +181,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def print_train_summary(result, quiet: bool) -> None:
     con = stdout()
-    t = Table(title=f"run {result.out}")
+    t = Table(title=escape(f"run {result.out}"))
     t.add_column("item")
     t.add_column("value", justify="right")
     t.add_row("classes", str(len(result.class_names)))
@@ -214,10 +243,10 @@ def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -
         if top_k > 1:
             t.add_column(f"top {top_k}")
         for rec in rows:
-            cells = [rec["path"], rec["label"] or f"[red]error: {rec['error']}[/]",
+            cells = [escape(rec["path"]), escape(rec["label"]) if rec["label"] else f"[red]error: {escape(rec['error'])}[/]",
                      "" if rec["confidence"] is None else f"{rec['confidence']:.4f}"]
             if top_k > 1:
-                cells.append(", ".join(f"{e['label']} {e['score']:.3f}" for e in rec["top_k"]))
+                cells.append(", ".join(f"{escape(e['label'])} {e['score']:.3f}" for e in rec["top_k"]))
             t.add_row(*cells)
         stdout().print(t)
     return errors
@@ -225,8 +254,6 @@ def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -
 
 def print_gates(results) -> None:
     """One line per --fail-under gate on stderr: metric, value, threshold, pass or by how much it fell short."""
-    from rich.markup import escape
-
     con = stderr()
     for r in results:
         verdict = "[green]ok[/]" if r.passed else f"[bold red]FAILED[/] (short by {r.shortfall:.4f})"
@@ -236,12 +263,12 @@ def print_gates(results) -> None:
 
 def print_export(result) -> None:
     """What export wrote, and the parity check's top-1 agreement."""
-    t = Table(title=f"export {result.out}")
+    t = Table(title=escape(f"export {result.out}"))
     t.add_column("item")
     t.add_column("value", justify="right")
     quant = result.quantize + (f", {result.int8_mode}" if getattr(result, "int8_mode", None) else "") if result.quantize else ""
     t.add_row("format", result.format + (f" ({quant})" if quant else ""))
-    t.add_row("model", result.model)
+    t.add_row("model", escape(result.model))
     t.add_row("size", f"{result.bytes / 1e6:.2f} MB")
     t.add_row("input", f"(batch, {result.image_size}, {result.image_size}, 3) float32 0-255"
               if result.format != "keras" else "(batch, any, any, 3) float32 0-255")
@@ -250,7 +277,7 @@ def print_export(result) -> None:
     if p is None:
         t.add_row("parity", "skipped (--parity 0)")
     else:
-        t.add_row("parity images", f"{p.images} ({p.source})")
+        t.add_row("parity images", escape(f"{p.images} ({p.source})"))
         t.add_row("top-1 agreement", f"{p.agreement:.4f} (min {p.min_agreement:.2f})")
         t.add_row("max prob. difference", f"{p.max_abs_diff:.2e}")
     stdout().print(t)
@@ -269,7 +296,7 @@ def print_prepare_report(report: dict, fmt: str) -> None:
         t.add_column(s, justify="right")
     t.add_column("total", justify="right")
     for c in report["classes"]:
-        t.add_row(c, *(str(report["counts"][s].get(c, 0)) for s in splits), str(report["per_class"][c]))
+        t.add_row(escape(c), *(str(report["counts"][s].get(c, 0)) for s in splits), str(report["per_class"][c]))
     t.add_row("all", *(str(sum(report["counts"][s].values())) for s in splits), str(report["images"]))
     con.print(t)
     con.print(_prepare_summary(report))
@@ -280,11 +307,11 @@ def _prepare_summary(report: dict) -> Table:
     s = Table(title="summary", show_header=False)
     s.add_column("item")
     s.add_column("value")
-    s.add_row("source", report["source"])
+    s.add_row("source", escape(report["source"]))
     s.add_row("files looked at", str(report["files"]))
-    s.add_row("formats", ", ".join(f"{k} {v}" for k, v in report["formats"].items()))
+    s.add_row("formats", escape(", ".join(f"{k} {v}" for k, v in report["formats"].items())))
     for fmt_name, paths in report.get("rare_formats", {}).items():
-        s.add_row(f"  {fmt_name} files", ", ".join(paths))
+        s.add_row(escape(f"  {fmt_name} files"), escape(", ".join(paths)))
     for dim in ("width", "height", "megapixels"):
         st = report["sizes"].get(dim)
         if st:
@@ -300,29 +327,29 @@ def _prepare_summary(report: dict) -> Table:
     dec = report.get("decode", {})
     if dec.get("images_per_second"):
         s.add_row("decode check", f"{dec['images']} files in {dec['seconds']:.1f}s ({dec['images_per_second']:.0f}/s)")
-    s.add_row("written", f"{report['out']}  ({', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links'}"
-                         f"{', %d downscaled copies' % report['downscaled'] if report.get('downscaled') else ''})")
+    s.add_row("written", escape(f"{report['out']}  ({', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links'}"
+                         f"{', %d downscaled copies' % report['downscaled'] if report.get('downscaled') else ''})"))
     return s
 
 
 def _print_findings(con: Console, report: dict) -> None:
     """Every problem with its file: bad files, empty folders, duplicates, odd extensions, then notes by kind."""
     d = report["duplicates"]
-    problems = [(b["path"], f"[red]bad[/]: {b['reason']}") for b in report["bad"]]
+    problems = [(b["path"], f"[red]bad[/]: {escape(b['reason'])}") for b in report["bad"]]
     problems += [(p, "[yellow]empty class folder[/]") for p in report["empty_class_folders"]]
     problems += [(" = ".join(g), "[yellow]same image in different classes (conflicting labels)[/]")
                  for g in d["across_classes"]]
     problems += [(" = ".join(g), "[yellow]same image in different splits (leakage)[/]") for g in d["across_splits"]]
     problems += [(" = ".join(g), "duplicate within a class (kept in one split)") for g in d["within_class"]]
-    problems += [(m["path"], f"{m['content'].upper()} content with another extension (read by content)")
+    problems += [(m["path"], escape(f"{m['content'].upper()} content with another extension (read by content)"))
                  for m in report["extension_mismatch"]]
     shown: dict[str, int] = {}
     for n in report["notes"]:  # a folder of 5,000 grayscale scans: ten examples of each kind, then a count
         kind = n["note"].split(":")[0]
         shown[kind] = shown.get(kind, 0) + 1
         if shown[kind] <= 10:
-            problems.append((n["path"], n["note"]))
-    problems += [(f"... {c - 10} more", k) for k, c in shown.items() if c > 10]
+            problems.append((n["path"], escape(n["note"])))
+    problems += [(f"... {c - 10} more", escape(k)) for k, c in shown.items() if c > 10]
     if problems:
         p = Table(title="findings")
         p.add_column("file", overflow="fold")
@@ -330,12 +357,6 @@ def _print_findings(con: Console, report: dict) -> None:
         for path, what in problems:
             p.add_row(escape(path), what)
         con.print(p)
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as _escape
-
-    return _escape(text)
 
 
 class count_progress:

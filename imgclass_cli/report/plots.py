@@ -5,9 +5,12 @@ matplotlib with the Agg backend only: no display, no GUI toolkit, safe in CI and
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+
+from imgclass_cli import fs
 
 CONFUSION_PNG = "confusion_matrix.png"
 CURVES_PNG = "training_curves.png"
@@ -23,10 +26,10 @@ def _pyplot():
 
 
 def _save(fig, path: str) -> None:
-    # Through a temporary name, like every other file of a run directory.
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    # Rendered in memory, then written like every other file of a run (unique temporary name, fsync, rename).
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fs.write_bytes_atomic(path, buf.getvalue())
 
 
 def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "") -> str:
@@ -90,6 +93,8 @@ def save_training_curves(history: list[dict], folder: str, warn=None) -> str | N
     """The hook training.run calls: a failed plot warns but never fails a finished training."""
     try:
         return training_curves(history, os.path.join(folder, CURVES_PNG))
+    except fs.WriteFailed:  # a full disk is not a plotting problem: the run cannot be written whole
+        raise
     except Exception as e:  # a plotting problem must not throw away a trained model
         if warn is not None:
             warn(f"could not draw the training curves: {e}")

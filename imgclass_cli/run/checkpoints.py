@@ -11,18 +11,19 @@ to write or what to delete. The run a checkpoint continues is the folder it belo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import fs, interrupts
 from imgclass_cli._tf import keras
 from imgclass_cli.config import TrainConfig
 from imgclass_cli.errors import ImgclassError
 
 STATE = "state.json"
-WEIGHTS = "model.weights.h5"
+WEIGHTS = "weights.npz"
 OPTIMIZER = "optimizer.npz"
 
 
@@ -83,18 +84,32 @@ def read_state(folder: str) -> dict:
     return {"config": config, "phase": phase, "epoch": epoch, "history": history}
 
 
+def _npz(arrays: list) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    return buf.getvalue()
+
+
 def save(folder: str, model, optimizer, state: dict) -> None:
-    """Weights of the full model, the optimizer's variables and where training stands; each file atomic."""
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"tmp-{os.getpid()}.weights.h5")
-    model.save_weights(tmp)
-    os.replace(tmp, os.path.join(folder, WEIGHTS))
+    """Weights of the full model, the optimizer's variables and where training stands.
+
+    Serialized in memory first (plain NumPy, no HDF5 writer that can crash natively on a full disk), the free
+    space checked against their size, then written all together through fs.write_files_atomic: unique
+    temporary names, fsync, rename; a failure leaves the previous checkpoint whole and no temporary file."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise fs.WriteFailed(folder, e) from None
+    files = {os.path.join(folder, WEIGHTS): _npz(model.get_weights())}
     if optimizer is not None and optimizer.built:
-        tmp = os.path.join(folder, f"tmp-{os.getpid()}.npz")
-        with open(tmp, "wb") as f:
-            np.savez(f, *[v.numpy() for v in optimizer.variables])
-        os.replace(tmp, os.path.join(folder, OPTIMIZER))
-    fs.write_json_atomic(os.path.join(folder, STATE), state)
+        files[os.path.join(folder, OPTIMIZER)] = _npz([v.numpy() for v in optimizer.variables])
+    files[os.path.join(folder, STATE)] = (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    fs.write_files_atomic(files)
+
+
+def load_weights(folder: str, model) -> None:
+    with np.load(os.path.join(folder, WEIGHTS)) as saved:
+        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
 
 
 def restore_optimizer(folder: str, optimizer, variables) -> bool:
@@ -124,6 +139,23 @@ def checkpoint_callback(save_fn):
             save_fn(epoch + 1, dict(logs or {}))
 
     return _Checkpoint()
+
+
+def safe_points():
+    """Where a deferred SIGINT/SIGTERM is acted on: after a batch (training or validation) and after an epoch's
+    checkpoint; put it last, so that the epoch's checkpoint and progress line come first."""
+
+    class _SafePoints(keras().callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.check()
+
+        def on_test_batch_end(self, batch, logs=None):
+            interrupts.check()
+
+        def on_epoch_end(self, epoch, logs=None):
+            interrupts.check()
+
+    return _SafePoints()
 
 
 def early_stopping(patience: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import time
 import warnings
 from dataclasses import dataclass
@@ -11,11 +12,11 @@ from typing import Protocol
 
 import numpy as np
 
-from imgclass_cli import __version__, fs
+from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
 from imgclass_cli.data import dataset, pipeline, verify
-from imgclass_cli.errors import EXIT_INTERRUPTED, ImgclassError
+from imgclass_cli.errors import ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
@@ -96,6 +97,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out)
     except tf().errors.InvalidArgumentError as e:
         raise ImgclassError(f"an image could not be decoded during training: {e.message.splitlines()[0]}") from None
+    except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
+        raise _interrupted(e, config, out, None) from None
     if history and not np.isfinite(history[-1]["loss"]):
         raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
 
@@ -103,7 +106,10 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     if val_pred is not None:
         y, probs = val_pred
         report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
-    _save_run(out, force, config, data, image_size, model, history, report, reporter)
+    try:
+        _save_run(out, force, config, data, image_size, model, history, report, reporter)
+    except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
+        raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
 
@@ -312,12 +318,15 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
     folder = fs.make_owned_dir(ckpt.checkpoint_dir(out), fs.CHECKPOINT)
     resume = ckpt.read_state(config.resume) if config.resume else None
     if resume:
-        model.load_weights(os.path.join(config.resume, ckpt.WEIGHTS))
+        ckpt.load_weights(config.resume, model)
         reporter.info(f"resuming from {config.resume}: phase {resume['phase']}, {resume['epoch']} epoch(s) done")
     plan, top_layers = plan_phases(model, config)
     fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
     try:
-        return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
+        # SIGINT/SIGTERM only set a flag in here; the loop acts on it between batches (ckpt.safe_points), never
+        # inside a checkpoint write.
+        with interrupts.deferred():
+            return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
     finally:
         close_caches(fit)
 
@@ -364,16 +373,48 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             def on_epoch(done, logs, number=phase.number, offset=offset):
                 history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
                 position.update(phase=number, epoch=done)
-                ckpt.save(folder, model, opt, state())
+                try:
+                    ckpt.save(folder, model, opt, state())
+                except fs.WriteFailed as e:  # e.g. a full disk: the previous checkpoint is still whole
+                    raise _with_resume_hint(e, config, out) from None
 
             cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
             if config.patience > 0 and fit.val is not None:
                 cbs.append(ckpt.early_stopping(config.patience))
+            cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
             fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial, verbose=0,
                           callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
-        return history, predict_probs(fit.model, fit.val) if fit.val is not None else None
-    except KeyboardInterrupt:
+            interrupts.check()
+        result = history, predict_probs(fit.model, fit.val) if fit.val is not None else None
+        interrupts.check()
+        return result
+    except KeyboardInterrupt as e:
+        reporter.train_end()  # stop a live progress display before the message
         ckpt.save(folder, model, opt, state())
-        cmd = f"imgclass {config.command} {config.data} --resume {out}"
-        raise ImgclassError(f"interrupted; checkpoint saved in {folder} (phase {position['phase']}, "
-                            f"{position['epoch']} epoch(s) done); continue with: {cmd}", exit_code=EXIT_INTERRUPTED) from None
+        raise _interrupted(e, config, out, position) from None
+
+
+def _resume_command(config: TrainConfig, out: str) -> str:
+    return f"imgclass {config.command} {shlex.quote(str(config.data))} --resume {shlex.quote(str(out))}"
+
+
+def _with_resume_hint(e: fs.WriteFailed, config: TrainConfig, out: str) -> ImgclassError:
+    folder = ckpt.checkpoint_dir(out)
+    if not os.path.exists(os.path.join(folder, ckpt.STATE)):
+        return e
+    done = ckpt.read_state(folder)
+    return ImgclassError(f"{e.message}; the checkpoint of phase {done['phase']}, {done['epoch']} epoch(s) is intact: "
+                         f"continue with: {_resume_command(config, out)}", exit_code=e.exit_code)
+
+
+def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict | None) -> ImgclassError:
+    """The message after SIGINT/SIGTERM: where the checkpoint is and the command that continues the run."""
+    folder = ckpt.checkpoint_dir(out)
+    what = f"interrupted ({interrupts.signal_name(e)})"
+    if position is None:
+        if not os.path.exists(os.path.join(folder, ckpt.STATE)):
+            return ImgclassError(f"{what}; nothing to resume yet", exit_code=interrupts.exit_code(e))
+        position = ckpt.read_state(folder)
+    return ImgclassError(f"{what}; checkpoint saved in {folder} (phase {position['phase']}, "
+                         f"{position['epoch']} epoch(s) done); continue with: {_resume_command(config, out)}",
+                         exit_code=interrupts.exit_code(e))
