@@ -330,9 +330,9 @@ def staged(path: str, force: bool, kind: OutputKind):
             remove_tree(tmp)
         os.makedirs(tmp)
         write_marker(tmp, kind, [], staging=os.getpid())
-    except WriteFailed:
+    except WriteFailed as e:
         remove_tree(tmp)
-        raise
+        raise WriteFailed(path, e.error) from None
     except OSError as e:
         raise WriteFailed(path, e) from None
     try:
