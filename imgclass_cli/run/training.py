@@ -29,10 +29,13 @@ class Reporter(Protocol):
 
     def info(self, message: str) -> None: ...
     def warn(self, message: str) -> None: ...
+    def stage(self, description: str, total: int | None = None, unit: str = "images"): ...
     def train_begin(self, epochs: int, steps: int) -> None: ...
+    def epoch_begin(self, epoch: int) -> None: ...
     def batch_end(self, step: int, logs: dict) -> None: ...
     def epoch_end(self, epoch: int, logs: dict) -> None: ...
     def train_end(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -50,6 +53,9 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
     class _Progress(keras().callbacks.Callback):
         def on_train_begin(self, logs=None):
             reporter.train_begin(epochs, steps)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            reporter.epoch_begin(epoch + 1)
 
         def on_train_batch_end(self, batch, logs=None):
             reporter.batch_end(batch + 1, dict(logs or {}))
@@ -105,7 +111,8 @@ def _load_data(config: TrainConfig, reporter: Reporter):
     """Scan and decode-check the data (a prepared folder's manifest already did); resolve the image size."""
     data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
     # Decode-check every file before fit: never a decode error mid-epoch.
-    data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2)
+    with reporter.stage("checking images", unit="images") as progress:
+        data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
     image_size = build.resolve_image_size(config.arch, config.image_size,
                                           native=build.typical_size([s.path for s in data.splits["train"]]))
     counts = {split: len(samples) for split, samples in data.splits.items()}
@@ -256,13 +263,18 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     fit = FitData(feature_cache.head_model(model, shapes, top), None, None, None, [])
     t0 = time.time()
     try:  # an interrupt while caching: drop an on-disk cache, nothing to resume yet
-        train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
-                                          disk_folder=os.path.join(disk, "train"), info=reporter.info)
+        with reporter.stage("feature cache (train)") as progress:
+            train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
+                                              disk_folder=os.path.join(disk, "train"), info=reporter.info,
+                                              progress=progress)
         fit.caches.append(train_cache)
         fit.train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
         if val_samples:
-            val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
-                                            len(val_samples), 1, disk_folder=os.path.join(disk, "val"))
+            with reporter.stage("feature cache (val)") as progress:
+                val_cache = feature_cache.build(fn, shapes,
+                                                lambda v: pipeline.build(val_samples, plain, training=False),
+                                                len(val_samples), 1, disk_folder=os.path.join(disk, "val"),
+                                                progress=progress)
             fit.caches.append(val_cache)
             fit.val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
     except KeyboardInterrupt:
@@ -345,10 +357,14 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
             if config.patience > 0 and fit.val is not None:
                 cbs.append(ckpt.early_stopping(config.patience))
-            fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial, verbose=0,
-                          callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+            try:
+                fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
+                              verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+            finally:
+                reporter.close()  # also when fit raised: no live bar left under the error line
         return history, predict_probs(fit.model, fit.val) if fit.val is not None else None
     except KeyboardInterrupt:
+        reporter.close()  # Ctrl-C's message goes on its own line, not on the bar's
         ckpt.save(folder, model, opt, state())
         cmd = f"imgclass {config.command} {config.data} --resume {out}"
         raise ImgclassError(f"interrupted; checkpoint saved in {folder} (phase {position['phase']}, "
