@@ -246,8 +246,9 @@ def evaluate(
     from imgclass_cli.run import inference
 
     config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
+    reporter = output.StderrReporter(quiet=quiet)
     ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
-                                fail_under=fail_under, warn=output.StderrReporter(quiet=False).warn)
+                                fail_under=fail_under, warn=reporter.warn, stage=reporter.stage)
     output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
     if not quiet:
         for path in [ev.metrics_file, *ev.files]:
@@ -267,6 +268,7 @@ def predict(
     batch_size: BatchOpt = PREDICT_DEFAULTS.batch_size,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
+    quiet: QuietOpt = False,
 ):
     """Predict the class of images with RUN; one record per image, in input order."""
     from rich.markup import escape
@@ -282,12 +284,23 @@ def predict(
         from imgclass_cli.data.verify import fail_message
 
         records = _stop_at_first_error(records, fail_message)
-    errors = output.write_predictions(
-        records, fmt.value, k,
-        on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
-    )
+    # Streamed records on a terminal are their own progress; a live bar would be drawn through them.
+    live = con.is_terminal and (fmt == PredictFormat.table or not sys.stdout.isatty())
+    with output.Stage("predicting", quiet=quiet, live=live, console=con) as progress:
+        # Warnings through the bar's console land above the bar; the table is printed after the bar is gone.
+        errors = output.write_predictions(
+            _counted(records, progress), fmt.value, k,
+            on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
+        )
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
+
+
+def _counted(records, progress):
+    for r in records:
+        progress.advance()
+        yield r
+    progress.close()
 
 
 def _stop_at_first_error(records, fail_message):
