@@ -132,6 +132,11 @@ def _config(command: str, options: dict) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
+    from imgclass_cli.run import preflight
+
+    # Mistakes that need no data fail here, in a second: before TensorFlow is imported (training.run checks
+    # again, and gives the warnings).
+    preflight.check_train(cfg, force)
     from imgclass_cli.report import output, plots
     from imgclass_cli.run import rundir, training
 
@@ -176,11 +181,9 @@ def train(
     resume: ResumeOpt = None,
 ):
     """Train a classifier from scratch on DATA."""
-    from imgclass_cli.model.backbones import get_backbone
+    from imgclass_cli.model.backbones import train_arch
 
-    if arch not in SCRATCH_ARCHS:
-        arch = get_backbone(arch).name
-    cfg = _config("train", {**locals(), "arch": arch})
+    cfg = _config("train", {**locals(), "arch": train_arch(arch)})
     _train(cfg, force, quiet, tensorboard)
 
 
@@ -292,6 +295,11 @@ def predict(
             _counted(records, progress), fmt.value, k,
             on_error=lambda r: con.print(f"[yellow]Warning:[/] {escape(r['path'])}: {escape(str(r['error']))}", highlight=False),
         )
+    if progress.done == 0:
+        raise ImgclassError(f"nothing to predict: {' '.join(paths)} named no image files (an empty folder or "
+                            "empty stdin?); pass image files, folders of images, or - with paths on stdin")
+    if errors == progress.done:
+        raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
 

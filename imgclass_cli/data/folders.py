@@ -139,7 +139,7 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     class_names = sorted(c for c, files in classes.items() if files)
     samples = [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]
     if not samples:
-        raise ImgclassError(f"{folder}: no images found in class sub-folders")
+        raise no_images_error(folder)
     return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped)
 
 
@@ -150,9 +150,30 @@ def check_root(root: str) -> None:
         raise ImgclassError(f"{root}: not a folder; pass a folder with one sub-folder of images per class")
 
 
+def loose_images(folder: str) -> int:
+    """Image files directly in folder (not in a class sub-folder): the usual first mistake."""
+    return sum(1 for e in os.scandir(folder)
+               if e.is_file() and not is_ignored(e.name) and sniff_format(e.path) is not None)
+
+
+def no_images_error(folder: str) -> ImgclassError:
+    n = loose_images(folder)
+    if n:
+        where = folder.rstrip(os.sep)
+        return ImgclassError(f"{where}: {n} image(s) directly in {where}{os.sep} and no class folders; put them in "
+                             f"{where}{os.sep}<class>{os.sep}, one sub-folder per class")
+    return ImgclassError(f"{folder}: no images found; expected one sub-folder of images per class")
+
+
+def check_has_folders(root: str) -> None:
+    """A cheap first look (one listdir): a folder with no sub-folders at all cannot be class folders."""
+    if not visible_dirs(root):
+        raise no_images_error(root)
+
+
 def check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
     if not class_names:
-        raise ImgclassError(f"{root}: no images found; expected one sub-folder of images per class")
+        raise no_images_error(root)
     if len(class_names) < min_classes:
         raise ImgclassError(
             f"{root}: only one class ({class_names[0]}) has images; a classifier needs at least {min_classes} classes"

@@ -7,15 +7,13 @@ import os
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     DEFAULT_SCRATCH_IMAGE_SIZE,
-    MIN_IMAGE_SIZE,
     RESIZE_ANTIALIAS,
     RESIZE_INTERPOLATION,
     SCRATCH_ARCHS,
-    SCRATCH_MIN_SIZE,
     TrainConfig,
 )
 from imgclass_cli.errors import ImgclassError
-from imgclass_cli.model.backbones import get_backbone, is_backbone
+from imgclass_cli.model.backbones import check_image_size, get_backbone, is_backbone, min_image_size  # noqa: F401
 
 tf()
 _keras = keras()
@@ -87,9 +85,11 @@ def build_backbone(name: str, image_size: int, weights: str):
             base = spec.build(image_size, "imagenet")
         except Exception as e:  # download failures surface as several exception types
             if "fetch" in str(e).lower() or "url" in str(e).lower() or isinstance(e, OSError):
+                # Not "--weights none" as an equal choice: a frozen random backbone learns nothing (issue 10).
                 raise ImgclassError(
                     f"could not download the ImageNet weights of {spec.name} (offline?); pass --weights PATH with a "
-                    f"local weights file, pre-fill the Keras cache {keras_cache_dir()}, or use --weights none"
+                    f"local weights file or pre-fill the Keras cache {keras_cache_dir()}; without pretrained "
+                    f"weights, train every layer from scratch with `imgclass train DATA --arch {spec.name}`"
                 ) from e
             raise
     else:
@@ -202,19 +202,6 @@ def typical_size(paths: list[str], sample: int = 64) -> int | None:
         except Exception:  # unreadable files are reported elsewhere
             continue
     return int(sorted(sizes)[len(sizes) // 2]) if sizes else None
-
-
-def min_image_size(arch: str) -> int:
-    """The smallest --image-size an architecture takes."""
-    if arch in SCRATCH_MIN_SIZE:
-        return SCRATCH_MIN_SIZE[arch]
-    return max(MIN_IMAGE_SIZE, get_backbone(arch).min_size) if is_backbone(arch) else MIN_IMAGE_SIZE
-
-
-def check_image_size(arch: str, image_size: int) -> None:
-    minimum = min_image_size(arch)
-    if image_size < minimum:
-        raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
 
 
 def resolve_image_size(arch: str, image_size: int | None, native: int | None = None) -> int:

@@ -77,9 +77,12 @@ def read_info(path: str) -> RunInfo:
     """Labels and config of a run, without TensorFlow."""
     if not os.path.isdir(path):
         raise ImgclassError(f"{path}: no such run directory")
-    for name in (MODEL, LABELS, CONFIG):
+    if not os.path.exists(os.path.join(path, CONFIG)):
+        raise ImgclassError(f"{path}: not an imgclass run directory (no {CONFIG}); pass the --out folder of train or finetune")
+    for name in (MODEL, LABELS):
         if not os.path.exists(os.path.join(path, name)):
-            raise ImgclassError(f"{path}: not an imgclass run directory (no {name}); pass the --out folder of train or finetune")
+            raise ImgclassError(f"{path}: this run directory has no {name} (deleted or moved?); restore it or train again")
+    check_model_file(os.path.join(path, MODEL))
     try:
         with open(os.path.join(path, LABELS), encoding="utf-8") as f:
             class_names = json.load(f)
@@ -89,6 +92,16 @@ def read_info(path: str) -> RunInfo:
         raise ImgclassError(f"{path}: labels.json or config.json is not valid JSON ({e})") from None
     cfg = TrainConfig.from_dict(raw.get("options", {}))
     return RunInfo(path=path, class_names=class_names, config=cfg, image_size=int(raw["image_size"]), extra=raw)
+
+
+def check_model_file(path: str) -> None:
+    """A .keras file is a zip archive: a truncated copy (an interrupted download or copy) fails here, in a
+    millisecond and with a message that says so, not as Keras' "File not found"."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ImgclassError(f"{path}: not a complete .keras file ({os.path.getsize(path)} bytes; truncated or "
+                            "corrupt?); copy it again or train the run again")
 
 
 def load(path: str):

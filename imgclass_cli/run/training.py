@@ -20,7 +20,7 @@ from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
 from imgclass_cli.run import checkpoints as ckpt
-from imgclass_cli.run import rundir
+from imgclass_cli.run import preflight, rundir
 from imgclass_cli.run.inference import predict_probs
 
 
@@ -72,12 +72,12 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
 def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
     """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`)."""
     started = time.time()
+    config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     out = config.out or rundir.default_out(config.command)
     config.out = out  # recorded, so that --resume finds the run's checkpoint and writes the same folder
     rundir.check_out(out, force)
-    data, image_size = _load_data(config, reporter)
-    counts = {split: len(samples) for split, samples in data.splits.items()}
+    data, image_size = _scan(config)
 
     keras().utils.set_random_seed(config.seed)
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
@@ -89,6 +89,9 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
             config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
             trainable_backbone=False if config.command == "finetune" else None,
         )
+    # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
+    data = _check_images(config, data, image_size, reporter)
+    counts = {split: len(samples) for split, samples in data.splits.items()}
     spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
@@ -107,20 +110,25 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
 
 
-def _load_data(config: TrainConfig, reporter: Reporter):
-    """Scan and decode-check the data (a prepared folder's manifest already did); resolve the image size."""
+def _scan(config: TrainConfig):
+    """Scan the data (no decoding) and resolve the image size from the images' headers."""
     data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
-    # Decode-check every file before fit: never a decode error mid-epoch.
-    with reporter.stage("checking images", unit="images") as progress:
-        data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
     image_size = build.resolve_image_size(config.arch, config.image_size,
                                           native=build.typical_size([s.path for s in data.splits["train"]]))
+    return data, image_size
+
+
+def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter):
+    """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
+    mid-epoch."""
+    with reporter.stage("checking images", unit="images") as progress:
+        data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
         f"{len(data.class_names)} classes, " + ", ".join(f"{n} {s}" for s, n in counts.items())
         + f" images; {config.arch} at {image_size}px"
     )
-    return data, image_size
+    return data
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
