@@ -72,3 +72,100 @@ def test_mistakes_fail_before_tensorflow_is_imported(tmp_path):
         assert message in r["stderr"], (name, r["stderr"])
         assert not r["tf"], f"{name}: TensorFlow was imported before the error"
     assert (mine / "precious.txt").read_text() == "keep"
+
+
+def _fake_run(folder, image_size: int):
+    """A run directory as preflight sees it (config, labels, a complete zip as model.keras), without TensorFlow."""
+    import zipfile
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"imgclass_version": "0", "image_size": image_size, "options": {}}))
+    (folder / "labels.json").write_text('["a", "b"]')
+    with zipfile.ZipFile(folder / "model.keras", "w") as z:
+        z.writestr("config.json", "{}")
+    return str(folder)
+
+
+def test_finetune_from_a_run_defaults_to_its_image_size(tmp_path):
+    from imgclass_cli.config import TrainConfig
+    from imgclass_cli.run import preflight
+
+    data = make_class_folders(tmp_path / "data", per_class=2)
+    source = _fake_run(tmp_path / "src", 32)
+    warnings = []
+    cfg = TrainConfig(command="finetune", data=data, arch="mobilenetv2", weights=source)
+    assert preflight.check_train(cfg, warn=warnings.append).image_size == 32 and warnings == []
+    cfg.image_size = 96
+    assert preflight.check_train(cfg, warn=warnings.append).image_size == 96
+    assert len(warnings) == 1 and "trained at 32 px" in warnings[0]
+
+
+def test_frozen_random_backbone_warns_and_points_to_train(tmp_path):
+    from imgclass_cli.config import TrainConfig
+    from imgclass_cli.run import preflight
+
+    data = make_class_folders(tmp_path / "data", per_class=2)
+    warnings = []
+    cfg = TrainConfig(command="finetune", data=data, arch="mobilenetv2", weights="none")
+    preflight.check_train(cfg, warn=warnings.append)
+    assert len(warnings) == 1 and "imgclass train DATA --arch mobilenetv2" in warnings[0] and "--unfreeze" in warnings[0]
+    warnings.clear()
+    cfg.unfreeze = 5  # phase 2 trains the top of the backbone: no warning
+    preflight.check_train(cfg, warn=warnings.append)
+    assert warnings == []
+
+
+def test_live_reporter_survives_a_second_fit_and_numbers_resumed_epochs():
+    """finetune's phase 2 is a second fit on the same reporter: it crashed with KeyError: 0 in a terminal."""
+    import io
+
+    from rich.console import Console
+
+    from imgclass_cli.report.output import StderrReporter
+
+    rep = StderrReporter(live=True)
+    rep.console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    for epochs, first in ((2, 1), (3, 3)):  # phase 1: epochs 1-2; then a fit resumed after 2 of 3 epochs
+        rep.train_begin(epochs, 4)
+        for epoch in range(first, epochs + 1):
+            rep.epoch_begin(epoch)
+            rep.batch_end(1, {"loss": 1.0})
+            rep.epoch_end(epoch, {"loss": 1.0})
+        rep.train_end()
+    text = rep.console.file.getvalue()
+    assert "epoch 3/3" in text and "epoch 1/3" not in text
+
+
+def test_offline_imagenet_fails_before_the_image_check_and_keeps_stdout_clean(runner, data_dir, tmp_path, monkeypatch):
+    import keras.src.utils.file_utils as file_utils
+    from keras.src.utils import io_utils
+
+    from imgclass_cli.cli import app
+    from imgclass_cli.data import verify
+
+    def no_network(fname, origin=None, *a, **k):  # offline mock: no network; Keras announces the download first
+        io_utils.print_msg(f"Downloading data from {origin}")
+        raise Exception("URL fetch failure on https://example.invalid: None -- [Errno -3] Temporary failure")
+
+    def image_check(*a, **k):
+        raise AssertionError("images were checked before the weights")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    monkeypatch.setattr(verify, "screen", image_check)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    r = runner.invoke(app, ["finetune", data_dir, "--image-size", "32", "--out", str(tmp_path / "ft")])
+    assert r.exit_code == 2, r.output
+    assert "could not download the ImageNet weights" in r.stderr and "imgclass train DATA --arch mobilenetv2" in r.stderr
+    assert "--weights none" not in r.stderr
+    assert r.stdout == ""  # "Downloading data from ..." went to stderr
+
+
+def test_predict_with_nothing_to_predict_is_exit_2(runner, trained_run, tmp_path):
+    from imgclass_cli.cli import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, stdin, message in [([str(empty)], None, "nothing to predict"), (["-"], "", "nothing to predict"),
+                                 ([str(tmp_path / "missing.jpg")], None, "nothing predicted")]:
+        r = runner.invoke(app, ["predict", trained_run, *args], input=stdin)
+        assert r.exit_code == 2 and message in r.stderr, (args, r.output)
