@@ -169,3 +169,25 @@ def test_predict_with_nothing_to_predict_is_exit_2(runner, trained_run, tmp_path
                                  ([str(tmp_path / "missing.jpg")], None, "nothing predicted")]:
         r = runner.invoke(app, ["predict", trained_run, *args], input=stdin)
         assert r.exit_code == 2 and message in r.stderr, (args, r.output)
+
+
+def test_a_scratch_run_is_a_backbone_for_finetune(runner, data_dir, trained_run, tmp_path):
+    """finetune --weights RUN of a scratch CNN (issue 10, item 6): its layers up to the pooling layer, frozen."""
+    import numpy as np
+
+    from imgclass_cli.cli import app
+    from imgclass_cli.run import rundir
+
+    out = str(tmp_path / "ft")
+    r = runner.invoke(app, ["finetune", data_dir, "--weights", trained_run, "--epochs", "2", "--out", out, "-q"])
+    assert r.exit_code == 0, r.output
+    model, info = rundir.load(out)
+    source, source_info = rundir.load(trained_run)
+    assert info.config.arch == source_info.config.arch == "simple-cnn"
+    assert info.image_size == source_info.image_size  # the source run's size, not a default
+    kernels = [w for w in model.get_layer("backbone").get_weights() if w.ndim == 4]
+    source_kernels = [w for w in source.get_weights() if w.ndim == 4]
+    assert len(kernels) == 3 and all(np.array_equal(a, b) for a, b in zip(kernels, source_kernels))
+    r = runner.invoke(app, ["finetune", data_dir, "--weights", trained_run, "--image-size", "48", "--out",
+                            str(tmp_path / "ft2")])
+    assert r.exit_code == 2 and "runs at its own size 32" in r.stderr

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from imgclass_cli.config import SCRATCH_ARCHS, TrainConfig
+from imgclass_cli.config import FINETUNE_DEFAULTS, SCRATCH_ARCHS, TrainConfig
 from imgclass_cli.data import dataset, folders
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.model import backbones
@@ -33,14 +33,22 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
         return config
     if config.out:
         rundir.check_out(config.out, force)
+    weights = config.weights
+    source = None
+    if weights not in ("none", "imagenet") and os.path.isdir(weights):
+        source = rundir.read_info(weights)  # a run directory with a complete model.keras, or a clear error
+        if config.command == "finetune":
+            # The backbone is the source run's network, whatever its architecture (a scratch cnn included).
+            if config.arch not in (source.config.arch, FINETUNE_DEFAULTS.arch):
+                raise ImgclassError(f"--backbone {config.arch}: {weights} is a {source.config.arch} run; leave out "
+                                    f"--backbone (the run's network is the backbone)")
+            config.arch = source.config.arch
     arch = config.arch
     if config.image_size is not None:
         backbones.check_image_size(arch, config.image_size)
-    weights = config.weights
     if arch in SCRATCH_ARCHS:
-        if weights != "none":
+        if weights != "none" and not (source is not None and config.command == "finetune"):
             raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
-        return config
     if weights in ("none", "imagenet"):
         if weights == "none" and config.command == "finetune" and not _unfreezes(config):
             warn(FROZEN_RANDOM_WARNING.format(arch=arch))
@@ -48,10 +56,12 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
     if not os.path.exists(weights):
         raise ImgclassError(f"--weights {weights}: no such file or run directory; pass imagenet, none, a weights "
                             f"file for {arch} or the --out folder of an earlier run")
-    if os.path.isdir(weights):
-        source = rundir.read_info(weights)  # a run directory with a complete model.keras, or a clear error
+    if source is not None:
         if config.image_size is None:
             config.image_size = source.image_size
+        elif config.image_size != source.image_size and arch in SCRATCH_ARCHS:
+            raise ImgclassError(f"--image-size {config.image_size}: a {arch} backbone from {weights} runs at its own "
+                                f"size {source.image_size}; leave out --image-size")
         elif config.image_size != source.image_size:
             warn(f"--image-size {config.image_size}: the backbone of {weights} was trained at {source.image_size} px; "
                  f"its features usually transfer worse at another size (leave out --image-size to use "
