@@ -252,7 +252,9 @@ def evaluate(
     reporter = output.StderrReporter(quiet=quiet)
     ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
                                 fail_under=fail_under, warn=reporter.warn, stage=reporter.stage)
-    output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
+    report = ev.report.to_dict()
+    used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
+    output.print_report(report, fmt.value, title=f"{run} on {data}{used}")
     if not quiet:
         for path in [ev.metrics_file, *ev.files]:
             output.stderr().print(f"wrote {path}", highlight=False, markup=False)

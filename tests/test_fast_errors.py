@@ -191,3 +191,17 @@ def test_a_scratch_run_is_a_backbone_for_finetune(runner, data_dir, trained_run,
     r = runner.invoke(app, ["finetune", data_dir, "--weights", trained_run, "--image-size", "48", "--out",
                             str(tmp_path / "ft2")])
     assert r.exit_code == 2 and "runs at its own size 32" in r.stderr
+
+
+def test_evaluate_records_the_split_it_used(runner, trained_run, test_dir, tmp_path):
+    from imgclass_cli.cli import app
+
+    split_layout = tmp_path / "splits"
+    split_layout.mkdir()
+    os.symlink(test_dir, split_layout / "val")  # no test/: evaluate picks val
+    out = tmp_path / "m.json"
+    r = runner.invoke(app, ["evaluate", trained_run, str(split_layout), "--output", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["split"] == "val" and "(val split)" in r.stdout
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(out), "-q"])
+    assert json.loads(out.read_text())["split"] == "all"

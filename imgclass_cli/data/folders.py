@@ -31,6 +31,7 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     layout: str = "classes"  # "classes" or "splits"
     verified: bool = False  # True when every sample was decode-checked already (a prepared folder's manifest)
+    eval_split: str | None = None  # the split scan_for_eval chose (test, val, ...); None: a folder of class folders
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))
@@ -129,6 +130,7 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """Scan data to evaluate: a folder of class folders, or a split layout (the given split, else test, else val)."""
     skipped: list[tuple[str, str]] = []
     folder = root
+    chosen = None
     if detect_layout(root) == "splits":
         present = {SPLIT_ALIASES[d]: d for d in visible_dirs(root) if d in SPLIT_ALIASES}
         chosen = split or next((s for s in ("test", "val") if s in present), None)
@@ -140,7 +142,7 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     samples = [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]
     if not samples:
         raise no_images_error(folder)
-    return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped)
+    return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped, eval_split=chosen)
 
 
 def check_root(root: str) -> None:

@@ -94,7 +94,7 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
         y, probs = predict_probs(model, pipeline.build(samples, spec, training=False), progress)
     report = compute_report(
         y, probs, info.class_names,
-        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": config.split or "auto"},
+        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": data.eval_split or "all"},
     )
     return Evaluation(report, [s.path for s in samples], y, probs)
 
