@@ -96,6 +96,11 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         return {k: (v.value if isinstance(v, Enum) else v) for k, v in d.items()}
 
+    def options(self) -> dict:
+        """The options of this run's command (config.json): a train run does not list finetune's."""
+        d = self.to_dict()
+        return d if self.command == "finetune" else {k: v for k, v in d.items() if k not in FINETUNE_ONLY}
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -105,6 +110,8 @@ class TrainConfig:
         cfg.class_weight = ClassWeight(cfg.class_weight)
         return cfg
 
+
+FINETUNE_ONLY = ("unfreeze", "unfreeze_from", "finetune_epochs", "finetune_lr_scale", "cache", "aug_views", "cache_dir")
 
 # The scratch recipe (issue 4): on Fashion-MNIST folders it beats the seed's 3-conv net (0.898) with >= 0.93 test
 # accuracy in the seed's time (bench/fmnist_scratch_vs_seed000.py). Batches of 64 keep 2 CPU cores busy. No

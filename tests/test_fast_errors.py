@@ -205,3 +205,17 @@ def test_evaluate_records_the_split_it_used(runner, trained_run, test_dir, tmp_p
     assert json.loads(out.read_text())["split"] == "val" and "(val split)" in r.stdout
     r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(out), "-q"])
     assert json.loads(out.read_text())["split"] == "all"
+
+
+def test_a_train_run_records_and_shows_only_what_train_has(trained_run, capsys):
+    from types import SimpleNamespace
+
+    from imgclass_cli.report import output
+
+    options = json.load(open(os.path.join(trained_run, "config.json")))["options"]
+    assert "epochs" in options and not {"unfreeze", "finetune_epochs", "aug_views", "cache"} & set(options)
+    result = SimpleNamespace(out="r", class_names=["a", "b"], counts={"train": 4}, image_size=32, seconds=1.0,
+                             history=[{"epoch": 1, "phase": 1, "loss": 0.5}], report=None)
+    output.print_train_summary(result, quiet=True)
+    shown = capsys.readouterr().out
+    assert "final loss" in shown and "final phase" not in shown

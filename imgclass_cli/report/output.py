@@ -241,7 +241,7 @@ def print_train_summary(result, quiet: bool) -> None:
     t.add_row("image size", str(result.image_size))
     if result.history:
         for k, v in result.history[-1].items():
-            if k != "epoch":
+            if k not in ("epoch", "phase"):  # "final phase 1" told a scratch run nothing
                 t.add_row(f"final {k}", _fmt(v))
     t.add_row("epochs", str(len(result.history)))
     t.add_row("seconds", f"{result.seconds:.1f}")
