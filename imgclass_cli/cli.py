@@ -103,7 +103,7 @@ def handle_errors(fn):
 
 # Options shared by train and finetune. Defaults come from config.py.
 DataArg = Annotated[Path, typer.Argument(help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: the backbone's size; scratch CNNs: the images' own size below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
 AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
@@ -191,8 +191,8 @@ def train(
 @handle_errors
 def finetune(
     data: DataArg,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", help="Keras Applications backbone (see `imgclass backbones`).")] = FINETUNE_DEFAULTS.arch,
-    weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), none, or a local weights file.")] = FINETUNE_DEFAULTS.weights,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's network.")] = FINETUNE_DEFAULTS.arch,
+    weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), a local weights file, or RUN: the --out folder of an earlier train or finetune run (any architecture; its network up to the pooling layer is the backbone). none: a random frozen backbone, useful only with --unfreeze.")] = FINETUNE_DEFAULTS.weights,
     image_size: ImageSizeOpt = FINETUNE_DEFAULTS.image_size,
     epochs: Annotated[int, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Epochs training the head on the frozen backbone.")] = FINETUNE_DEFAULTS.epochs,
     batch_size: BatchOpt = FINETUNE_DEFAULTS.batch_size,
@@ -330,7 +330,7 @@ def export_(
     parity: Annotated[int, typer.Option("--parity", min=0, metavar="N", help="Compare top-1 of the export and the Keras model on N images (0: skip).")] = EXPORT_DEFAULTS.parity,
     min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Fail (exit 3, nothing written) below this top-1 agreement.")] = EXPORT_DEFAULTS.min_agreement,
     data: Annotated[Optional[Path], typer.Option("--data", help="Images for the parity check and int8 calibration [default: the run's recorded val and train images].", show_default=False)] = None,
-    force: ForceOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export directory (one written by imgclass export; never any other folder).")] = False,
     quiet: QuietOpt = False,
 ):
     """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
@@ -351,7 +351,7 @@ def prepare(
     out: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
     val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
-    seed: SeedOpt = PREPARE_DEFAULTS.seed,
+    seed: Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the stratified split (and the example dataset's test split).")] = PREPARE_DEFAULTS.seed,
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (symlinks where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
     fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
@@ -419,5 +419,14 @@ def backbones():
     output.stdout().print(t)
 
 
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`imgclass train DATA --debug` works like `imgclass --debug train DATA`: people add it to the failing command."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[1:end] and argv[0] != "--debug":
+        i = argv.index("--debug", 1)
+        return ["--debug", *argv[:i], *argv[i + 1:]]
+    return argv
+
+
 def main():
-    app(prog_name="imgclass")
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="imgclass")

@@ -219,3 +219,14 @@ def test_a_train_run_records_and_shows_only_what_train_has(trained_run, capsys):
     output.print_train_summary(result, quiet=True)
     shown = capsys.readouterr().out
     assert "final loss" in shown and "final phase" not in shown
+
+
+def test_help_texts_and_debug_after_the_command(runner):
+    from imgclass_cli.cli import app, hoist_global_options
+
+    assert hoist_global_options(["train", "d", "--debug"]) == ["--debug", "train", "d"]
+    assert hoist_global_options(["predict", "r", "--", "--debug"]) == ["predict", "r", "--", "--debug"]
+    helps = {cmd: runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "300"}).stdout
+             for cmd in ("finetune", "export", "prepare")}
+    assert "RUN" in helps["finetune"] and "export directory" in helps["export"]
+    assert "augmentation" not in helps["prepare"]
