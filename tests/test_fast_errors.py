@@ -185,6 +185,7 @@ def test_a_scratch_run_is_a_backbone_for_finetune(runner, data_dir, trained_run,
     source, source_info = rundir.load(trained_run)
     assert info.config.arch == source_info.config.arch == "simple-cnn"
     assert info.image_size == source_info.image_size  # the source run's size, not a default
+    assert info.config.augment.value == "none"  # finetune's default, chosen by bench/fmnist_transfer.py
     kernels = [w for w in model.get_layer("backbone").get_weights() if w.ndim == 4]
     source_kernels = [w for w in source.get_weights() if w.ndim == 4]
     assert len(kernels) == 3 and all(np.array_equal(a, b) for a, b in zip(kernels, source_kernels))
