@@ -62,7 +62,7 @@ def main():
         results = {}
         for name, args in variants.items():
             out = os.path.join(tmp, f"{n}-{len(results)}")
-            t, _ = imgclass(args[0], os.path.join(small, "train"), *args[1:], "--val-split", "0", "--seed", a.seed,
+            t, _ = imgclass(args[0], os.path.join(small, "train"), *args[1:], "--val", "0", "--seed", a.seed,
                             "--out", out, "-q", log=log)
             results[name] = (t, evaluate(out, os.path.join(test, "test")))
             print(f"{n} per class | {name}: test accuracy {results[name][1]:.4f} ({t:.0f}s)", flush=True)

@@ -107,7 +107,9 @@ ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMA
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
 AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
-ValOpt = Annotated[float, typer.Option("--val-split", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded).")]
+ValOpt = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's --val).")]
+# Old spellings, kept one release as hidden aliases.
+OldValOpt = Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, hidden=True)]
 DropOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.95, help="Dropout before the classifier.")]
 SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the split, shuffling, augmentation and initialisation.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<command>-<timestamp>].", show_default=False)]
@@ -166,6 +168,7 @@ def train(
     learning_rate: LrOpt = TRAIN_DEFAULTS.learning_rate,
     augment: AugOpt = TRAIN_DEFAULTS.augment,
     val_split: ValOpt = TRAIN_DEFAULTS.val_split,
+    val_split_alias: OldValOpt = None,
     dropout: DropOpt = TRAIN_DEFAULTS.dropout,
     seed: SeedOpt = TRAIN_DEFAULTS.seed,
     out: OutOpt = None,
@@ -183,6 +186,7 @@ def train(
     """Train a classifier from scratch on DATA."""
     from imgclass_cli.model.backbones import train_arch
 
+    val_split = val_split if val_split_alias is None else val_split_alias
     cfg = _config("train", {**locals(), "arch": train_arch(arch)})
     _train(cfg, force, quiet, tensorboard)
 
@@ -199,6 +203,7 @@ def finetune(
     learning_rate: LrOpt = FINETUNE_DEFAULTS.learning_rate,
     augment: AugOpt = FINETUNE_DEFAULTS.augment,
     val_split: ValOpt = FINETUNE_DEFAULTS.val_split,
+    val_split_alias: OldValOpt = None,
     dropout: DropOpt = FINETUNE_DEFAULTS.dropout,
     seed: SeedOpt = FINETUNE_DEFAULTS.seed,
     out: OutOpt = None,
@@ -224,6 +229,7 @@ def finetune(
     features), then with --unfreeze the top of the backbone at a lower learning rate."""
     from imgclass_cli.model.backbones import get_backbone
 
+    val_split = val_split if val_split_alias is None else val_split_alias
     cfg = _config("finetune", {**locals(), "arch": get_backbone(backbone).name})
     _train(cfg, force, quiet, tensorboard)
 
@@ -238,7 +244,8 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
     split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
     fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help="Output on stdout.")] = EVAL_DEFAULTS.format,
-    output_file: Annotated[Optional[Path], typer.Option("--output", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
+    output_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
+    output_alias: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
     fail_under: Annotated[Optional[str], typer.Option("--fail-under", envvar="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: top_k_accuracy.top_3, per_class.NAME.recall).", show_default=False)] = None,
     batch_size: BatchOpt = EVAL_DEFAULTS.batch_size,
     quiet: QuietOpt = False,
@@ -248,6 +255,7 @@ def evaluate(
     from imgclass_cli.report import output
     from imgclass_cli.run import inference
 
+    output_file = output_file or output_alias
     config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
     reporter = output.StderrReporter(quiet=quiet)
     ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,

@@ -201,7 +201,7 @@ def test_evaluate_records_the_split_it_used(runner, trained_run, test_dir, tmp_p
     split_layout.mkdir()
     os.symlink(test_dir, split_layout / "val")  # no test/: evaluate picks val
     out = tmp_path / "m.json"
-    r = runner.invoke(app, ["evaluate", trained_run, str(split_layout), "--output", str(out), "-q"])
+    r = runner.invoke(app, ["evaluate", trained_run, str(split_layout), "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["split"] == "val" and "(val split)" in r.stdout
     r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(out), "-q"])
@@ -228,6 +228,9 @@ def test_help_texts_and_debug_after_the_command(runner):
     assert hoist_global_options(["train", "d", "--debug"]) == ["--debug", "train", "d"]
     assert hoist_global_options(["predict", "r", "--", "--debug"]) == ["predict", "r", "--", "--debug"]
     helps = {cmd: runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "300"}).stdout
-             for cmd in ("finetune", "export", "prepare")}
+             for cmd in ("finetune", "export", "prepare", "train", "evaluate")}
     assert "RUN" in helps["finetune"] and "export directory" in helps["export"]
     assert "augmentation" not in helps["prepare"]
+    # One vocabulary: --val as in prepare, --out for every output; the old spellings are hidden aliases.
+    assert "--val " in helps["train"] and "--val-split" not in helps["train"]
+    assert "--out" in helps["evaluate"] and "--output" not in helps["evaluate"]
