@@ -1,4 +1,4 @@
-"""Plots a person reads: panels that do not overlap, curves that show where phase 2 starts (issue 10, item 14)."""
+"""Plots a person reads (colour bars clear of the next panel, phase 2 marked) and the TFLite runtime (issue 10)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,22 @@ def test_training_curves_mark_where_phase_2_starts():
         assert all(line.get_label() != "phase 2 starts" for ax in fig.axes for line in ax.lines)
     finally:
         plots._pyplot().close(fig)
+
+
+def test_tflite_prediction_prefers_the_litert_runtime(monkeypatch):
+    """ai-edge-litert where installed (item 15); a stand-in module here, as the test env does not install it."""
+    import sys
+    import types
+
+    from imgclass_cli.run import predictors
+
+    class Interpreter:
+        pass
+
+    module = types.ModuleType("ai_edge_litert.interpreter")
+    module.Interpreter = Interpreter
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", types.ModuleType("ai_edge_litert"))
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", module)
+    assert predictors.interpreter_class() is Interpreter
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # not installed: TensorFlow's
+    assert predictors.interpreter_class().__module__.startswith("tensorflow")
