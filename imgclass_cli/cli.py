@@ -211,7 +211,7 @@ def finetune(
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
     tensorboard: TensorboardOpt = False,
-    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers (BatchNorm stays frozen).")] = FINETUNE_DEFAULTS.unfreeze,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers, counted as Keras lists them (BatchNorm layers among them stay frozen; layers without weights have nothing to train).")] = FINETUNE_DEFAULTS.unfreeze,
     unfreeze_from: Annotated[Optional[str], typer.Option("--unfreeze-from", help="Phase 2: train every backbone layer from this one (a Keras layer name) up.", show_default=False)] = FINETUNE_DEFAULTS.unfreeze_from,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of phase 2 (with --unfreeze/--unfreeze-from).")] = FINETUNE_DEFAULTS.finetune_epochs,
     finetune_lr_scale: Annotated[float, typer.Option("--finetune-lr-scale", min=0.0, help="Phase 2 learning rate = --learning-rate times this.")] = FINETUNE_DEFAULTS.finetune_lr_scale,

@@ -99,5 +99,6 @@ def test_two_phase_finetune_in_a_terminal(data_dir, tmp_path):
                              "--unfreeze", "5", "--finetune-epochs", "1", "--out", out])
     assert_clean(code, text)
     assert "phase 1:" in text and "phase 2:" in text
+    assert re.search(r"the top 5 backbone layers at lr [0-9.e-]+: \d+ train, \d+ BatchNorm stay frozen", text), text
     assert text.index("phase 2:") < text.rindex("epoch 1/1")  # phase 2 drew its own bar
     assert os.path.exists(os.path.join(out, "model.keras"))

@@ -318,6 +318,15 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
         close_caches(fit)
 
 
+def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: float) -> str:
+    """What --unfreeze N does, counted as the user counted: N layers from the top, some of which do not train."""
+    top = phases.unfrozen_layers(model.get_layer(build.BACKBONE_LAYER), config.unfreeze, config.unfreeze_from)
+    bn = sum(1 for layer in top if phases.is_batchnorm(layer))
+    rest = len(top) - len(trainable) - bn
+    return (f"head + the top {len(top)} backbone layers at lr {learning_rate:g}: {len(trainable)} train, "
+            f"{bn} BatchNorm stay frozen, {rest} have no weights")
+
+
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
               reporter: Reporter, callbacks: list, out: str, resume: dict | None):
     """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
@@ -347,8 +356,8 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             if config.command == "finetune":
                 trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
                 if two_phases:
-                    what = "head on the frozen backbone" if phase.number == 1 else \
-                        f"head + top {len(trainable)} backbone layers (BatchNorm frozen) at lr {phase.learning_rate:g}"
+                    what = "head on the frozen backbone" if phase.number == 1 else _phase2_text(
+                        model, config, trainable, phase.learning_rate)
                     reporter.info(f"phase {phase.number}: {what}")
             opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
             fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
