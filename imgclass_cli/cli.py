@@ -20,7 +20,6 @@ from imgclass_cli.config import (
     MIN_IMAGE_SIZE,
     PREDICT_DEFAULTS,
     PREPARE_DEFAULTS,
-    SCRATCH_ARCHS,
     TRAIN_DEFAULTS,
     Augment,
     ClassWeight,
