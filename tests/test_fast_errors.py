@@ -74,12 +74,13 @@ def test_mistakes_fail_before_tensorflow_is_imported(tmp_path):
     assert (mine / "precious.txt").read_text() == "keep"
 
 
-def _fake_run(folder, image_size: int):
+def _fake_run(folder, image_size: int, arch: str = "mobilenetv2"):
     """A run directory as preflight sees it (config, labels, a complete zip as model.keras), without TensorFlow."""
     import zipfile
 
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"imgclass_version": "0", "image_size": image_size, "options": {}}))
+    (folder / "config.json").write_text(json.dumps({"imgclass_version": "0", "image_size": image_size,
+                                                    "options": {"arch": arch, "command": "train"}}))
     (folder / "labels.json").write_text('["a", "b"]')
     with zipfile.ZipFile(folder / "model.keras", "w") as z:
         z.writestr("config.json", "{}")
