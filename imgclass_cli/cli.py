@@ -20,7 +20,6 @@ from imgclass_cli.config import (
     MIN_IMAGE_SIZE,
     PREDICT_DEFAULTS,
     PREPARE_DEFAULTS,
-    SCRATCH_ARCHS,
     TRAIN_DEFAULTS,
     Augment,
     ClassWeight,
@@ -111,11 +110,13 @@ def handle_errors(fn):
 
 # Options shared by train and finetune. Defaults come from config.py.
 DataArg = Annotated[Path, typer.Argument(help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: the backbone's size; scratch CNNs: the images' own size below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
+ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
 AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
-ValOpt = Annotated[float, typer.Option("--val-split", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded).")]
+ValOpt = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's --val).")]
+# Old spellings, kept one release as hidden aliases.
+OldValOpt = Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, hidden=True)]
 DropOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.95, help="Dropout before the classifier.")]
 SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the split, shuffling, augmentation and initialisation.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<command>-<timestamp>].", show_default=False)]
@@ -140,6 +141,11 @@ def _config(command: str, options: dict) -> TrainConfig:
 
 
 def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
+    from imgclass_cli.run import preflight
+
+    # Mistakes that need no data fail here, in a second: before TensorFlow is imported (training.run checks
+    # again, and gives the warnings).
+    preflight.check_train(cfg, force)
     from imgclass_cli.report import output, plots
     from imgclass_cli.run import rundir, training
 
@@ -173,6 +179,7 @@ def train(
     learning_rate: LrOpt = TRAIN_DEFAULTS.learning_rate,
     augment: AugOpt = TRAIN_DEFAULTS.augment,
     val_split: ValOpt = TRAIN_DEFAULTS.val_split,
+    val_split_alias: OldValOpt = None,
     dropout: DropOpt = TRAIN_DEFAULTS.dropout,
     seed: SeedOpt = TRAIN_DEFAULTS.seed,
     out: OutOpt = None,
@@ -188,11 +195,10 @@ def train(
     resume: ResumeOpt = None,
 ):
     """Train a classifier from scratch on DATA."""
-    from imgclass_cli.model.backbones import get_backbone
+    from imgclass_cli.model.backbones import train_arch
 
-    if arch not in SCRATCH_ARCHS:
-        arch = get_backbone(arch).name
-    cfg = _config("train", {**locals(), "arch": arch})
+    val_split = val_split if val_split_alias is None else val_split_alias
+    cfg = _config("train", {**locals(), "arch": train_arch(arch)})
     _train(cfg, force, quiet, tensorboard)
 
 
@@ -200,14 +206,15 @@ def train(
 @handle_errors
 def finetune(
     data: DataArg,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", help="Keras Applications backbone (see `imgclass backbones`).")] = FINETUNE_DEFAULTS.arch,
-    weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), none, or a local weights file.")] = FINETUNE_DEFAULTS.weights,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's network.")] = FINETUNE_DEFAULTS.arch,
+    weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), a local weights file, or RUN: the --out folder of an earlier train or finetune run (any architecture; its network up to the pooling layer is the backbone). none: a random frozen backbone, useful only with --unfreeze.")] = FINETUNE_DEFAULTS.weights,
     image_size: ImageSizeOpt = FINETUNE_DEFAULTS.image_size,
     epochs: Annotated[int, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Epochs training the head on the frozen backbone.")] = FINETUNE_DEFAULTS.epochs,
     batch_size: BatchOpt = FINETUNE_DEFAULTS.batch_size,
     learning_rate: LrOpt = FINETUNE_DEFAULTS.learning_rate,
     augment: AugOpt = FINETUNE_DEFAULTS.augment,
     val_split: ValOpt = FINETUNE_DEFAULTS.val_split,
+    val_split_alias: OldValOpt = None,
     dropout: DropOpt = FINETUNE_DEFAULTS.dropout,
     seed: SeedOpt = FINETUNE_DEFAULTS.seed,
     out: OutOpt = None,
@@ -215,7 +222,7 @@ def finetune(
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
     tensorboard: TensorboardOpt = False,
-    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers (BatchNorm stays frozen).")] = FINETUNE_DEFAULTS.unfreeze,
+    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers, counted as Keras lists them (BatchNorm layers among them stay frozen; layers without weights have nothing to train).")] = FINETUNE_DEFAULTS.unfreeze,
     unfreeze_from: Annotated[Optional[str], typer.Option("--unfreeze-from", help="Phase 2: train every backbone layer from this one (a Keras layer name) up.", show_default=False)] = FINETUNE_DEFAULTS.unfreeze_from,
     finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of phase 2 (with --unfreeze/--unfreeze-from).")] = FINETUNE_DEFAULTS.finetune_epochs,
     finetune_lr_scale: Annotated[float, typer.Option("--finetune-lr-scale", min=0.0, help="Phase 2 learning rate = --learning-rate times this.")] = FINETUNE_DEFAULTS.finetune_lr_scale,
@@ -233,6 +240,7 @@ def finetune(
     features), then with --unfreeze the top of the backbone at a lower learning rate."""
     from imgclass_cli.model.backbones import get_backbone
 
+    val_split = val_split if val_split_alias is None else val_split_alias
     cfg = _config("finetune", {**locals(), "arch": get_backbone(backbone).name})
     _train(cfg, force, quiet, tensorboard)
 
@@ -247,7 +255,8 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
     split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
     fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help="Output on stdout.")] = EVAL_DEFAULTS.format,
-    output_file: Annotated[Optional[Path], typer.Option("--output", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
+    output_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
+    output_alias: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
     fail_under: Annotated[Optional[str], typer.Option("--fail-under", envvar="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: top_k_accuracy.top_3, per_class.NAME.recall).", show_default=False)] = None,
     batch_size: BatchOpt = EVAL_DEFAULTS.batch_size,
     quiet: QuietOpt = False,
@@ -257,10 +266,14 @@ def evaluate(
     from imgclass_cli.report import output
     from imgclass_cli.run import inference
 
+    output_file = output_file or output_alias
     config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
+    reporter = output.StderrReporter(quiet=quiet)
     ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
-                                fail_under=fail_under, warn=output.StderrReporter(quiet=False).warn)
-    output.print_report(ev.report.to_dict(), fmt.value, title=f"{run} on {data}")
+                                fail_under=fail_under, warn=reporter.warn, stage=reporter.stage)
+    report = ev.report.to_dict()
+    used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
+    output.print_report(report, fmt.value, title=f"{run} on {data}{used}")
     if not quiet:
         for path in [ev.metrics_file, *ev.files]:
             output.say(output.stderr(), f"wrote {path}")
@@ -279,6 +292,7 @@ def predict(
     batch_size: BatchOpt = PREDICT_DEFAULTS.batch_size,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
+    quiet: QuietOpt = False,
 ):
     """Predict the class of images with RUN; one record per image, in input order."""
     from imgclass_cli.report import output
@@ -292,12 +306,29 @@ def predict(
         from imgclass_cli.data.verify import fail_message
 
         records = _stop_at_first_error(records, fail_message)
-    errors = output.write_predictions(
-        records, fmt.value, k,
-        on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
-    )
+    con = reporter.console
+    # Streamed records on a terminal are their own progress; a live bar would be drawn through them.
+    live = con.is_terminal and (fmt == PredictFormat.table or not sys.stdout.isatty())
+    with output.Stage("predicting", quiet=quiet, live=live, console=con) as progress:
+        # Warnings through the bar's console land above the bar; the table is printed after the bar is gone.
+        errors = output.write_predictions(
+            _counted(records, progress), fmt.value, k,
+            on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
+        )
+    if progress.done == 0:
+        raise ImgclassError(f"nothing to predict: {' '.join(paths)} named no image files (an empty folder or "
+                            "empty stdin?); pass image files, folders of images, or - with paths on stdin")
+    if errors == progress.done:
+        raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
+
+
+def _counted(records, progress):
+    for r in records:
+        progress.advance()
+        yield r
+    progress.close()
 
 
 def _stop_at_first_error(records, fail_message):
@@ -317,7 +348,7 @@ def export_(
     parity: Annotated[int, typer.Option("--parity", min=0, metavar="N", help="Compare top-1 of the export and the Keras model on N images (0: skip).")] = EXPORT_DEFAULTS.parity,
     min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Fail (exit 3, nothing written) below this top-1 agreement.")] = EXPORT_DEFAULTS.min_agreement,
     data: Annotated[Optional[Path], typer.Option("--data", help="Images for the parity check and int8 calibration [default: the run's recorded val and train images].", show_default=False)] = None,
-    force: ForceOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export directory (one written by imgclass export; never any other folder).")] = False,
     quiet: QuietOpt = False,
 ):
     """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
@@ -338,7 +369,7 @@ def prepare(
     out: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
     val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
     test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
-    seed: SeedOpt = PREPARE_DEFAULTS.seed,
+    seed: Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the stratified split (and the example dataset's test split).")] = PREPARE_DEFAULTS.seed,
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
     fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
@@ -406,5 +437,14 @@ def backbones():
     output.stdout().print(t)
 
 
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """`imgclass train DATA --debug` works like `imgclass --debug train DATA`: people add it to the failing command."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[1:end] and argv[0] != "--debug":
+        i = argv.index("--debug", 1)
+        return ["--debug", *argv[:i], *argv[i + 1:]]
+    return argv
+
+
 def main():
-    app(prog_name="imgclass")
+    app(args=hoist_global_options(sys.argv[1:]), prog_name="imgclass")

@@ -28,6 +28,17 @@ class Collect:
     def train_begin(self, epochs, steps):
         pass
 
+    def stage(self, description, total=None, unit="images"):
+        from imgclass_cli.report.output import Stage
+
+        return Stage(description, total, quiet=True)
+
+    def epoch_begin(self, epoch):
+        pass
+
+    def close(self):
+        pass
+
     def batch_end(self, step, logs):
         pass
 

@@ -32,6 +32,7 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     layout: str = "classes"  # "classes" or "splits"
     verified: bool = False  # True when every sample was decode-checked already (a prepared folder's manifest)
+    eval_split: str | None = None  # the split scan_for_eval chose (test, val, ...); None: a folder of class folders
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))
@@ -130,6 +131,7 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """Scan data to evaluate: a folder of class folders, or a split layout (the given split, else test, else val)."""
     skipped: list[tuple[str, str]] = []
     folder = root
+    chosen = None
     if detect_layout(root) == "splits":
         present = {SPLIT_ALIASES[d]: d for d in visible_dirs(root) if d in SPLIT_ALIASES}
         chosen = split or next((s for s in ("test", "val") if s in present), None)
@@ -140,8 +142,8 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     class_names = sorted(c for c, files in classes.items() if files)
     samples = [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]
     if not samples:
-        raise ImgclassError(f"{folder}: no images found in class sub-folders")
-    return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped)
+        raise no_images_error(folder)
+    return Dataset(root=folder, class_names=class_names, splits={"eval": samples}, skipped=skipped, eval_split=chosen)
 
 
 def check_root(root: str) -> None:
@@ -156,13 +158,34 @@ def check_root(root: str) -> None:
 _UNFIT_IN_LABEL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
+def loose_images(folder: str) -> int:
+    """Image files directly in folder (not in a class sub-folder): the usual first mistake."""
+    return sum(1 for e in os.scandir(folder)
+               if e.is_file() and not is_ignored(e.name) and sniff_format(e.path) is not None)
+
+
+def no_images_error(folder: str) -> ImgclassError:
+    n = loose_images(folder)
+    if n:
+        where = folder.rstrip(os.sep)
+        return ImgclassError(f"{where}: {n} image(s) directly in {where}{os.sep} and no class folders; put them in "
+                             f"{where}{os.sep}<class>{os.sep}, one sub-folder per class")
+    return ImgclassError(f"{folder}: no images found; expected one sub-folder of images per class")
+
+
+def check_has_folders(root: str) -> None:
+    """A cheap first look (one listdir): a folder with no sub-folders at all cannot be class folders."""
+    if not visible_dirs(root):
+        raise no_images_error(root)
+
+
 def check_classes(root: str, class_names: list[str], train: list[Sample], min_classes: int) -> None:
     for name in class_names:
         if _UNFIT_IN_LABEL.search(name):
             raise ImgclassError(f"{root}: class folder {name!r} has a control character or a non-UTF-8 byte in its "
                                 "name, which cannot be a label; rename the folder")
     if not class_names:
-        raise ImgclassError(f"{root}: no images found; expected one sub-folder of images per class")
+        raise no_images_error(root)
     if len(class_names) < min_classes:
         raise ImgclassError(
             f"{root}: only one class ({class_names[0]}) has images; a classifier needs at least {min_classes} classes"

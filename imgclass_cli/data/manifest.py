@@ -104,4 +104,4 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     samples = _samples(root, rows, chosen, index)
     # Bad files have no split (they never got one), so every command on a prepared folder reports all of them.
     return Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": samples},
-                           skipped=_bad(info, rows), layout="prepared", verified=True)
+                           skipped=_bad(info, rows), layout="prepared", verified=True, eval_split=chosen)

@@ -63,11 +63,12 @@ def fail_message(path: str, reason: str) -> str:
 
 
 def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], None],
-           min_classes: int = 1) -> Dataset:
+           min_classes: int = 1, progress: Callable[[int, int], None] | None = None) -> Dataset:
     """Decode-check every sample before any epoch starts: skip (warn, naming each file) or fail on the first.
 
     A prepared folder's samples were checked by prepare (data.verified): its bad files are reported, not decoded.
     Sets each sample's EXIF orientation. Returns the same Dataset with bad samples removed.
+    progress(done, total) is called after each decoded file.
     """
     policy = OnBadImage(on_bad_image)
     known_bad = sorted(data.skipped)
@@ -75,15 +76,20 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
         raise ImgclassError(fail_message(*known_bad[0]))
     samples = [s for split in data.splits.values() for s in split]
     bad: dict[str, str] = {}
+    total = len(samples)
+    tick = progress or (lambda done, total: None)
     if not data.verified:
         if policy == OnBadImage.fail:
-            for s in sorted(samples, key=lambda s: s.path):
+            for i, s in enumerate(sorted(samples, key=lambda s: s.path), 1):
                 info = check_file(s.path, digest=False)
+                tick(i, total)
                 if not info.ok:
                     raise ImgclassError(fail_message(s.path, info.reason))
                 s.orientation = info.orientation
         else:
-            for s, info in zip(samples, check_files([s.path for s in samples], digest=False)):
+            done = iter(range(1, total + 1))
+            infos = check_files([s.path for s in samples], digest=False, on_done=lambda _: tick(next(done), total))
+            for s, info in zip(samples, infos):
                 if info.ok:
                     s.orientation = info.orientation
                 else:

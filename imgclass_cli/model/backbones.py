@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import sys
 import warnings
 from dataclasses import dataclass
 
+from imgclass_cli.config import MIN_IMAGE_SIZE, SCRATCH_ARCHS, SCRATCH_MIN_SIZE
 from imgclass_cli.errors import ImgclassError
 
 
@@ -21,7 +24,8 @@ class BackboneSpec:
         from imgclass_cli._tf import keras
 
         ctor = getattr(keras().applications, self.constructor)
-        with warnings.catch_warnings():
+        # Keras prints "Downloading data from https://..." on stdout: stdout is for data only.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             if weights is None:  # the "weights for 224 px will be loaded" notice is moot without weights
                 warnings.simplefilter("ignore", UserWarning)
             return ctor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
@@ -77,6 +81,34 @@ def get_backbone(name: str) -> BackboneSpec:
     close = difflib.get_close_matches(key, BACKBONES, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     raise ImgclassError(f"unknown backbone '{name}'{hint}; run `imgclass backbones` to list them")
+
+
+def train_arch(name: str) -> str:
+    """train --arch: a scratch CNN or a backbone name; an unknown name suggests the closest of both."""
+    if name in SCRATCH_ARCHS:
+        return name
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in BACKBONES:
+        return BACKBONES[key].name
+    choices = {a.replace("-", ""): a for a in SCRATCH_ARCHS}
+    close = difflib.get_close_matches(key, [*choices, *BACKBONES], n=3, cutoff=0.6)
+    names = [choices.get(c, c) for c in close]
+    hint = f" (did you mean {' or '.join(names)}?)" if names else ""
+    raise ImgclassError(f"unknown --arch '{name}'{hint}; use {', '.join(SCRATCH_ARCHS)} or a backbone name "
+                        "(`imgclass backbones` lists them)")
+
+
+def min_image_size(arch: str) -> int:
+    """The smallest --image-size an architecture takes (no TensorFlow needed: the CLI checks it first)."""
+    if arch in SCRATCH_MIN_SIZE:
+        return SCRATCH_MIN_SIZE[arch]
+    return max(MIN_IMAGE_SIZE, get_backbone(arch).min_size) if is_backbone(arch) else MIN_IMAGE_SIZE
+
+
+def check_image_size(arch: str, image_size: int) -> None:
+    minimum = min_image_size(arch)
+    if image_size < minimum:
+        raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
 
 
 def is_backbone(name: str) -> bool:

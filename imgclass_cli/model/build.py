@@ -7,15 +7,13 @@ import os
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     DEFAULT_SCRATCH_IMAGE_SIZE,
-    MIN_IMAGE_SIZE,
     RESIZE_ANTIALIAS,
     RESIZE_INTERPOLATION,
     SCRATCH_ARCHS,
-    SCRATCH_MIN_SIZE,
     TrainConfig,
 )
 from imgclass_cli.errors import ImgclassError
-from imgclass_cli.model.backbones import get_backbone, is_backbone
+from imgclass_cli.model.backbones import check_image_size, get_backbone, is_backbone, min_image_size  # noqa: F401
 
 tf()
 _keras = keras()
@@ -87,9 +85,11 @@ def build_backbone(name: str, image_size: int, weights: str):
             base = spec.build(image_size, "imagenet")
         except Exception as e:  # download failures surface as several exception types
             if "fetch" in str(e).lower() or "url" in str(e).lower() or isinstance(e, OSError):
+                # Not "--weights none" as an equal choice: a frozen random backbone learns nothing (issue 10).
                 raise ImgclassError(
                     f"could not download the ImageNet weights of {spec.name} (offline?); pass --weights PATH with a "
-                    f"local weights file, pre-fill the Keras cache {keras_cache_dir()}, or use --weights none"
+                    f"local weights file or pre-fill the Keras cache {keras_cache_dir()}; without pretrained "
+                    f"weights, train every layer from scratch with `imgclass train DATA --arch {spec.name}`"
                 ) from e
             raise
     else:
@@ -132,9 +132,11 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
     """
     L = _keras.layers
     if arch in SCRATCH_ARCHS:
-        if weights != "none":
-            raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
-        return _scratch(arch, num_classes, image_size, dropout)
+        if weights == "none":
+            return _scratch(arch, num_classes, image_size, dropout)
+        if os.path.isdir(weights) and trainable_backbone is False:
+            return _on_scratch_run(arch, weights, num_classes, image_size, dropout)
+        raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
     if not is_backbone(arch):
         get_backbone(arch)  # raises with a suggestion
     spec = get_backbone(arch)
@@ -156,6 +158,36 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
     x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
     outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
     return _keras.Model(inputs, outputs, name=f"imgclass_{spec.name}")
+
+
+def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int, dropout: float):
+    """finetune --weights RUN of a scratch CNN: its layers up to its pooling (or flatten) layer, frozen and in
+    inference mode, become the backbone; a new head on top. The scratch `cnn` learns features that transfer
+    (bench/fmnist_transfer.py)."""
+    L = _keras.layers
+    source = load_model(os.path.join(run_path, "model.keras"))
+    cut = next((layer for layer in reversed(source.layers)
+                if isinstance(layer, (L.GlobalAveragePooling2D, L.Flatten))), None)
+    try:
+        start = source.get_layer("rescale")
+    except ValueError:
+        start = None
+    if cut is None or start is None:
+        raise ImgclassError(f"--weights {run_path}: its {arch} model has no rescale or pooling layer to cut at; "
+                            "was it written by another imgclass version?")
+    source_size = int(start.output.shape[1])
+    if source_size != image_size:
+        raise ImgclassError(f"--image-size {image_size}: a {arch} backbone from {run_path} runs at its own size "
+                            f"{source_size}; leave out --image-size")
+    base = _keras.Model(start.output, cut.input, name=BACKBONE_LAYER)
+    base.trainable = False
+    inputs, x = _input_and_resize(image_size)
+    x = L.Rescaling(1.0 / 255, name=PREPROCESS_LAYER)(x)
+    x = base(x, training=False)
+    x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
+    x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
+    return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}_transfer")
 
 
 def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
@@ -202,19 +234,6 @@ def typical_size(paths: list[str], sample: int = 64) -> int | None:
         except Exception:  # unreadable files are reported elsewhere
             continue
     return int(sorted(sizes)[len(sizes) // 2]) if sizes else None
-
-
-def min_image_size(arch: str) -> int:
-    """The smallest --image-size an architecture takes."""
-    if arch in SCRATCH_MIN_SIZE:
-        return SCRATCH_MIN_SIZE[arch]
-    return max(MIN_IMAGE_SIZE, get_backbone(arch).min_size) if is_backbone(arch) else MIN_IMAGE_SIZE
-
-
-def check_image_size(arch: str, image_size: int) -> None:
-    minimum = min_image_size(arch)
-    if image_size < minimum:
-        raise ImgclassError(f"--image-size {image_size} is too small for {arch}; use at least {minimum}")
 
 
 def resolve_image_size(arch: str, image_size: int | None, native: int | None = None) -> int:

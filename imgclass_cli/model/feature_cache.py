@@ -75,8 +75,10 @@ def split_backbone(base, top_layers: list):
     return trunk, top
 
 
-def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder: str | None = None) -> tuple[list, np.ndarray]:
-    """Run fn over (x, y) batches into preallocated arrays (np.memmap files in `folder` when given)."""
+def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder: str | None = None,
+            progress=None) -> tuple[list, np.ndarray]:
+    """Run fn over (x, y) batches into preallocated arrays (np.memmap files in `folder` when given);
+    progress(done, total) after each batch."""
     if folder:
         arrays = [np.lib.format.open_memmap(os.path.join(folder, f"x{i}.npy"), mode="w+", dtype=np.float32,
                                             shape=(n_total, *s)) for i, s in enumerate(shapes)]
@@ -92,6 +94,8 @@ def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder:
             a[i:i + b] = np.asarray(o)
         labels[i:i + b] = np.asarray(y)
         i += b
+        if progress is not None:
+            progress(i, n_total)
     if i != n_total:  # unreadable files dropped by the pipeline would shift everything: refuse silently wrong data
         raise RuntimeError(f"feature cache: expected {n_total} images, got {i}")
     for a in arrays:
@@ -101,7 +105,7 @@ def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder:
 
 
 def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, disk_parent: str | None,
-          limit: int | None = None, info=lambda m: None) -> FeatureCache:
+          limit: int | None = None, info=lambda m: None, progress=None) -> FeatureCache:
     """Cache `views` passes of make_batches(view) through fn; on disk when the estimate exceeds `limit`
     (default config.MEMORY_CACHE_LIMIT_BYTES), in a new folder of its own inside `disk_parent`."""
     n_total = n_images * views
@@ -117,7 +121,7 @@ def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, d
             yield from make_batches(v)
 
     try:
-        arrays, labels = compute(fn, all_views(), n_total, shapes, folder=disk_folder)
+        arrays, labels = compute(fn, all_views(), n_total, shapes, folder=disk_folder, progress=progress)
     except BaseException:
         if disk_folder:
             fs.remove_owned(disk_folder, fs.FEATURE_CACHE)

@@ -69,8 +69,72 @@ def _metric_line(logs: dict) -> str:
     return " ".join(f"{short.get(k, k)} {logs[k]:.3f}" for k in keys)
 
 
+class Stage:
+    """Progress of one stage that can take more than a second (decode check, feature cache, evaluate, predict,
+    export parity): a transient bar in a terminal, else one plain line when the stage ends. Use as a context
+    manager, or call it as stage(done, total) and close() it."""
+
+    def __init__(self, description: str, total: int | None = None, *, unit: str = "images", quiet: bool = False,
+                 live: bool | None = None, console: Console | None = None):
+        self.description, self.total, self.unit, self.quiet = description, total, unit, quiet
+        self.console = console or stderr()
+        self.live = self.console.is_terminal if live is None else live
+        self.done = 0
+        self.t0 = time.time()
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> "Stage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(completed=exc[0] is None)
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.update(done, total)
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        if self.quiet or not self.live:
+            return
+        if self.progress is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            # redirect_stdout=False: data written to stdout meanwhile (predict's records) stays on stdout.
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                                     console=self.console, transient=True, redirect_stdout=False,
+                                     redirect_stderr=False)
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=self.total)
+        self.progress.update(self.task, completed=done, total=self.total)
+
+    def close(self, completed: bool = True) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+            self.task = None
+        elif completed and not self.quiet and not self.live and self.done:
+            self.console.print(f"{self.description}: {self.done} {self.unit} in {time.time() - self.t0:.1f}s",
+                               highlight=False, markup=False)
+        self.quiet = True  # closed: later calls print nothing
+
+
+def count_progress(description: str) -> Stage:
+    """A file-count progress (prepare's check): call it as progress(done, total), then close()."""
+    return Stage(description, unit="files")
+
+
 class StderrReporter:
-    """Progress on stderr: a rich bar per epoch on a terminal, one plain line per epoch otherwise."""
+    """Progress on stderr: live bars in a terminal (one per epoch, with ETA), one plain line per epoch or stage
+    otherwise. Each fit (a phase, a resumed run) starts with train_begin; epochs are numbered as Keras counts
+    them (a resumed run's first epoch is 6/10, not 1/10)."""
 
     def __init__(self, quiet: bool = False, live: bool | None = None):
         self.quiet = quiet
@@ -78,10 +142,11 @@ class StderrReporter:
         self.live = self.console.is_terminal if live is None else live
         self.progress = None
         self.task = None
-        self.epoch = 0
         self.epochs = 0
         self.steps = 0
         self.t0 = 0.0
+        self.fit_t0 = 0.0
+        self.first_epoch = 0
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -90,25 +155,32 @@ class StderrReporter:
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
 
+    def stage(self, description: str, total: int | None = None, unit: str = "images") -> Stage:
+        return Stage(description, total, unit=unit, quiet=self.quiet, live=self.live, console=self.console)
+
     def train_begin(self, epochs: int, steps: int) -> None:
+        self.close()  # a previous phase's display, if its fit ended without train_end
         self.epochs, self.steps = epochs, steps
+        self.fit_t0 = time.time()
+        self.first_epoch = 0
         if self.quiet or not self.live:
-            self._new_epoch()
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[metrics]}"), console=self.console,
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=self.console,
+            redirect_stdout=False, redirect_stderr=False,
         )
         self.progress.start()
-        self._new_epoch()
 
-    def _new_epoch(self) -> None:
-        self.epoch += 1
+    def epoch_begin(self, epoch: int) -> None:
+        """epoch: 1-based, counted over the whole fit (a resumed fit starts after the epochs already done)."""
         self.t0 = time.time()
-        if self.progress is not None and self.epoch <= self.epochs:
-            self.task = self.progress.add_task(f"epoch {self.epoch}/{self.epochs}", total=self.steps, metrics="")
+        self.first_epoch = self.first_epoch or epoch
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=self.steps, metrics="")
 
     def batch_end(self, step: int, logs: dict) -> None:
         if self.progress is not None and self.task is not None:
@@ -118,14 +190,22 @@ class StderrReporter:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=self.steps, metrics=_metric_line(logs))
         elif not self.quiet:
-            self.console.print(f"epoch {epoch}/{self.epochs}  {_metric_line(logs)}  ({time.time() - self.t0:.1f}s)",
+            per_epoch = (time.time() - self.fit_t0) / max(1, epoch - self.first_epoch + 1)
+            left = self.epochs - epoch
+            eta = f", eta {per_epoch * left:.0f}s" if left else ""
+            self.console.print(f"epoch {epoch}/{self.epochs}  {_metric_line(logs)}  ({time.time() - self.t0:.1f}s{eta})",
                                highlight=False, markup=False)
-        self._new_epoch()
+        self.task = None
 
     def train_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the live display (idempotent): the next line (an error, Ctrl-C's message) starts on its own line."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        self.task = None
 
 
 def report_table(report: dict, title: str) -> list[Table]:
@@ -190,7 +270,7 @@ def print_train_summary(result, quiet: bool) -> None:
     t.add_row("image size", str(result.image_size))
     if result.history:
         for k, v in result.history[-1].items():
-            if k != "epoch":
+            if k not in ("epoch", "phase"):  # "final phase 1" told a scratch run nothing
                 t.add_row(f"final {k}", _fmt(v))
     t.add_row("epochs", str(len(result.history)))
     t.add_row("seconds", f"{result.seconds:.1f}")
@@ -357,30 +437,3 @@ def _print_findings(con: Console, report: dict) -> None:
         for path, what in problems:
             p.add_row(escape(path), what)
         con.print(p)
-
-
-class count_progress:
-    """A file-count progress bar on stderr (a terminal only); call it as progress(done, total), then close()."""
-
-    def __init__(self, description: str):
-        self.description = description
-        self.console = stderr()
-        self.progress = None
-        self.task = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.console.is_terminal:
-            return
-        if self.progress is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn(self.description), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=self.console, transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task(self.description, total=total)
-        self.progress.update(self.task, completed=done)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None

@@ -34,13 +34,24 @@ def _save(fig, path: str) -> None:
 
 def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "") -> str:
     """Two panels side by side: counts, and rows normalized to 1 (per-class recall on the diagonal)."""
+    fig = confusion_figure(matrix, class_names, title)
+    try:
+        _save(fig, path)
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def confusion_figure(matrix, class_names: list[str], title: str = ""):
     plt = _pyplot()
     cm = np.asarray(matrix, dtype=float)
     n = len(class_names)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     side = max(4.0, 0.45 * n + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    # constrained layout makes room for each panel's colour bar (with 2 classes the first one overlapped the
+    # second panel).
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side), layout="constrained")
     try:
         for ax, data, fmt, name in ((axes[0], cm, "{:.0f}", "counts"), (axes[1], norm, "{:.2f}", "row-normalized")):
             im = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(data.max(), 1e-9) if name == "counts" else 1)
@@ -58,18 +69,29 @@ def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         if title:
             fig.suptitle(title)
-        _save(fig, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def training_curves(history: list[dict], path: str) -> str | None:
     """Loss and accuracy per epoch (train and validation) from history rows; None when there is nothing to draw."""
     if not history:
         return None
+    fig = curves_figure(history)
+    try:
+        _save(fig, path)
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def curves_figure(history: list[dict]):
+    """The curves, with a vertical line where phase 2 (the unfrozen backbone) starts."""
     plt = _pyplot()
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    phase2 = next((e for e, row in zip(epochs, history) if int(row.get("phase", 1)) == 2), None)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     try:
         for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -78,15 +100,17 @@ def training_curves(history: list[dict], path: str) -> str | None:
                 if any(v is not None for v in values):
                     ax.plot(epochs, [np.nan if v is None else v for v in values], style, markersize=3,
                             label="validation" if key.startswith("val_") else "train")
+            if phase2 is not None:
+                ax.axvline(phase2 - 0.5, color="grey", linestyle=":", label="phase 2 starts")
             ax.set_title(metric)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend()
-        _save(fig, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def save_training_curves(history: list[dict], folder: str, warn=None) -> str | None:

@@ -9,6 +9,7 @@ the Keras model of the run and to the export and compares their top-1 prediction
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -97,11 +98,18 @@ def sample(paths: list[str], n: int, seed: int) -> list[str]:
     return [paths[i] for i in picked]
 
 
-def load_images(paths: list[str], image_size: int) -> np.ndarray:
-    """Decode with the project's one decoder (as predict does); unreadable files are left out."""
+def load_images(paths: list[str], image_size: int, progress=None) -> np.ndarray:
+    """Decode with the project's one decoder (as predict does); unreadable files are left out.
+    progress(done, total) after each batch."""
     from imgclass_cli.data import pipeline
 
-    batches = [b.images for b in pipeline.iter_batches(paths, image_size, 64) if b.images is not None]
+    batches, done = [], 0
+    for b in pipeline.iter_batches(paths, image_size, 64):
+        done += len(b.paths)
+        if progress is not None:
+            progress(done, len(paths))
+        if b.images is not None:
+            batches.append(b.images)
     if not batches:
         raise ImgclassError("none of the images for the parity check or calibration could be read")
     return np.concatenate(batches)
@@ -186,6 +194,7 @@ def export(run_path: str, config: ExportConfig, *, out: str | None = None, force
     """Write RUN's model as config.format into `out` (default RUN/export/FMT[-QUANTIZE]) with labels,
     export.json and the parity check; nothing is installed when the check fails."""
     say = reporter.info if reporter is not None else (lambda m: None)
+    stage = reporter.stage if reporter is not None else (lambda *a, **k: contextlib.nullcontext(None))
     fmt = ExportFormat(config.format)
     quantize = Quantize(config.quantize) if config.quantize is not None else None
     if quantize is not None and fmt != ExportFormat.tflite:
@@ -194,11 +203,11 @@ def export(run_path: str, config: ExportConfig, *, out: str | None = None, force
         raise ImgclassError("--min-agreement is a fraction between 0 and 1")
     out = out or default_out(run_path, fmt.value, quantize.value if quantize else None)
     with fs.locked(out):
-        return _export(run_path, fmt, quantize, config, out, force, data, seed, say)
+        return _export(run_path, fmt, quantize, config, out, force, data, seed, say, stage)
 
 
 def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config: ExportConfig, out: str, force: bool,
-            data: str | None, seed: int | None, say) -> ExportResult:
+            data: str | None, seed: int | None, say, stage) -> ExportResult:
     fs.check_out(out, force, fs.EXPORT)
 
     model, info = rundir.load(run_path)
@@ -208,11 +217,13 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
         paths, source = folder_images(data) if data else recorded_images(info, ("train",))
         paths = sample(paths, REPRESENTATIVE_IMAGES, seed)
         say(f"calibrating int8 ranges on {len(paths)} images of the {source}")
-        representative = load_images(paths, info.image_size)
+        with stage("reading calibration images") as progress:
+            representative = load_images(paths, info.image_size, progress)
     check = None
     if config.parity > 0:
         paths, parity_source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
-        x = load_images(sample(paths, config.parity, seed + 1), info.image_size)
+        with stage("reading parity images") as progress:
+            x = load_images(sample(paths, config.parity, seed + 1), info.image_size, progress)
         check = ParityInput(x, model(x, training=False).numpy(), parity_source, config.min_agreement)
 
     meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names)

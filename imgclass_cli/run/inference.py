@@ -31,19 +31,23 @@ class Evaluation:
         gates.enforce(self.gates)
 
 
-def predict_probs(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) over a finite labelled dataset, in dataset order."""
+def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a finite labelled dataset, in dataset order; progress(done) per batch."""
     ys, ps = [], []
+    done = 0
     for x, y in ds:
         ps.append(model(x, training=False).numpy())
         ys.append(y.numpy())
+        done += len(ys[-1])
+        if progress is not None:
+            progress(done)
     if not ys:
         return np.zeros(0, dtype=int), np.zeros((0, model.output_shape[-1]))
     return np.concatenate(ys), np.concatenate(ps)
 
 
 def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: str | None = None,
-                 fail_under: str | None = None, warn=None) -> Evaluation:
+                 fail_under: str | None = None, warn=None, stage=None) -> Evaluation:
     """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or `output`) with
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
@@ -51,7 +55,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: s
     target = output or os.path.join(run_path, rundir.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
-    ev = evaluate(run_path, data_path, config, warn=warn)
+    ev = evaluate(run_path, data_path, config, warn=warn, stage=stage)
     report = ev.report.to_dict()
     os.makedirs(folder, exist_ok=True)
     fs.write_json_atomic(target, report)
@@ -73,13 +77,22 @@ def check_evaluate_outputs(folder: str, files: list[str]) -> None:
                                 "(choose another --output folder or move the file away)")
 
 
-def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None) -> Evaluation:
+def _no_stage(description, total=None, unit="images"):
+    from contextlib import nullcontext
+
+    return nullcontext(None)
+
+
+def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None) -> Evaluation:
+    """stage(description, total) -> a context manager giving progress(done[, total]) (report.output.Stage)."""
     from imgclass_cli.data import pipeline, verify
 
+    stage = stage or _no_stage
     info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
     data = dataset.scan_for_eval(data_path, config.split)
     # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
-    data = verify.screen(data, config.on_bad_image, warn or (lambda m: None))
+    with stage("checking images") as progress:
+        data = verify.screen(data, config.on_bad_image, warn or (lambda m: None), progress=progress)
     known = {name: i for i, name in enumerate(info.class_names)}
     unknown = [c for c in data.class_names if c not in known]
     if unknown:
@@ -90,10 +103,11 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None) ->
     samples = [dataset.Sample(s.path, known[data.class_names[s.label]], s.orientation) for s in data.splits["eval"]]
     model, _ = rundir.load(run_path)
     spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed)
-    y, probs = predict_probs(model, pipeline.build(samples, spec, training=False))
+    with stage("evaluating", len(samples)) as progress:
+        y, probs = predict_probs(model, pipeline.build(samples, spec, training=False), progress)
     report = compute_report(
         y, probs, info.class_names,
-        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": config.split or "auto"},
+        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": data.eval_split or "all"},
     )
     return Evaluation(report, [s.path for s in samples], y, probs)
 

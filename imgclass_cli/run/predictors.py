@@ -182,16 +182,27 @@ class SavedModelPredictor:
         return next(iter(out.values())).numpy()
 
 
+def interpreter_class():
+    """The LiteRT runtime (`pip install imgclass[litert]`, package ai-edge-litert) where installed; else
+    TensorFlow's tf.lite.Interpreter, deprecated in its favour (its deprecation warning is silenced)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        from imgclass_cli._tf import tf
+
+        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated.*")
+        return tf().lite.Interpreter
+
+
 class TFLitePredictor:
     """A TFLite interpreter with a batch dimension that follows the input (resized only when it changes)."""
 
     def __init__(self, path: str, class_names: list[str], image_size: int | None = None, num_threads: int | None = None):
-        from imgclass_cli._tf import tf
-
-        warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated.*")
         try:
             with quiet_native_stderr():
-                self.interp = tf().lite.Interpreter(model_path=path, num_threads=num_threads or os.cpu_count())
+                self.interp = interpreter_class()(model_path=path, num_threads=num_threads or os.cpu_count())
         except ValueError as e:
             raise ImgclassError(f"{path}: not a TFLite model ({str(e).splitlines()[0]})") from None
         # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.

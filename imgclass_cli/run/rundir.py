@@ -109,9 +109,12 @@ def read_info(path: str) -> RunInfo:
     """Labels and config of a run, without TensorFlow; both files are validated (exit 2 naming file and field)."""
     if not os.path.isdir(path):
         raise ImgclassError(f"{path}: no such run directory")
-    for name in (MODEL, LABELS, CONFIG):
+    if not os.path.exists(os.path.join(path, CONFIG)):
+        raise ImgclassError(f"{path}: not an imgclass run directory (no {CONFIG}); pass the --out folder of train or finetune")
+    for name in (MODEL, LABELS):
         if not os.path.exists(os.path.join(path, name)):
-            raise ImgclassError(f"{path}: not an imgclass run directory (no {name}); pass the --out folder of train or finetune")
+            raise ImgclassError(f"{path}: this run directory has no {name} (deleted or moved?); restore it or train again")
+    check_model_file(os.path.join(path, MODEL))
     labels_path, config_path = os.path.join(path, LABELS), os.path.join(path, CONFIG)
     class_names = check_labels(read_json(labels_path), labels_path)
     raw = read_json(config_path)
@@ -129,6 +132,16 @@ def check_outputs(model, class_names: list[str], model_path: str, labels_path: s
     n = model.output_shape[-1] if hasattr(model, "output_shape") else None
     if n != len(class_names):
         raise ImgclassError(f"{labels_path}: names {len(class_names)} classes but {model_path} has {n} outputs")
+
+
+def check_model_file(path: str) -> None:
+    """A .keras file is a zip archive: a truncated copy (an interrupted download or copy) fails here, in a
+    millisecond and with a message that says so, not as Keras' "File not found"."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ImgclassError(f"{path}: not a complete .keras file ({os.path.getsize(path)} bytes; truncated or "
+                            "corrupt?); copy it again or train the run again")
 
 
 def load(path: str):

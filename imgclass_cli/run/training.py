@@ -21,7 +21,7 @@ from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
 from imgclass_cli.run import checkpoints as ckpt
-from imgclass_cli.run import rundir
+from imgclass_cli.run import preflight, rundir
 from imgclass_cli.run.inference import predict_probs
 
 
@@ -30,10 +30,13 @@ class Reporter(Protocol):
 
     def info(self, message: str) -> None: ...
     def warn(self, message: str) -> None: ...
+    def stage(self, description: str, total: int | None = None, unit: str = "images"): ...
     def train_begin(self, epochs: int, steps: int) -> None: ...
+    def epoch_begin(self, epoch: int) -> None: ...
     def batch_end(self, step: int, logs: dict) -> None: ...
     def epoch_end(self, epoch: int, logs: dict) -> None: ...
     def train_end(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -52,6 +55,9 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
         def on_train_begin(self, logs=None):
             reporter.train_begin(epochs, steps)
 
+        def on_epoch_begin(self, epoch, logs=None):
+            reporter.epoch_begin(epoch + 1)
+
         def on_train_batch_end(self, batch, logs=None):
             reporter.batch_end(batch + 1, dict(logs or {}))
 
@@ -67,7 +73,9 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
 def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
     """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`).
 
-    A lock on OUT is held for the whole run: a second run with the same OUT fails at once, naming the first."""
+    Options, paths and weights are checked first (no TensorFlow needed); then a lock on OUT is held for the whole
+    run: a second run with the same OUT fails at once, naming the first."""
+    config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
     with fs.locked(config.out):
@@ -78,8 +86,7 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     started = time.time()
     out = config.out
     _check_outputs(config, force)
-    data, image_size = _load_data(config, reporter)
-    counts = {split: len(samples) for split, samples in data.splits.items()}
+    data, image_size = _scan(config)
 
     keras().utils.set_random_seed(config.seed)
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
@@ -91,6 +98,9 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
             config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
             trainable_backbone=False if config.command == "finetune" else None,
         )
+    # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
+    data = _check_images(config, data, image_size, reporter)
+    counts = {split: len(samples) for split, samples in data.splits.items()}
     spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
@@ -126,19 +136,25 @@ def _check_outputs(config: TrainConfig, force: bool) -> None:
         fs.check_writable(config.cache_dir)
 
 
-def _load_data(config: TrainConfig, reporter: Reporter):
-    """Scan and decode-check the data (a prepared folder's manifest already did); resolve the image size."""
+def _scan(config: TrainConfig):
+    """Scan the data (no decoding) and resolve the image size from the images' headers."""
     data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
-    # Decode-check every file before fit: never a decode error mid-epoch.
-    data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2)
     image_size = build.resolve_image_size(config.arch, config.image_size,
                                           native=build.typical_size([s.path for s in data.splits["train"]]))
+    return data, image_size
+
+
+def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter):
+    """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
+    mid-epoch."""
+    with reporter.stage("checking images", unit="images") as progress:
+        data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
         f"{len(data.class_names)} classes, " + ", ".join(f"{n} {s}" for s, n in counts.items())
         + f" images; {config.arch} at {image_size}px"
     )
-    return data, image_size
+    return data
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
@@ -154,7 +170,7 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
         rundir.MARKER_KEY: __version__,
         "command": config.command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "options": config.to_dict(),
+        "options": config.options(),
         "data": root,
         "image_size": image_size,
         "class_names": data.class_names,
@@ -286,13 +302,16 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     fit = FitData(feature_cache.head_model(model, shapes, top), None, None, None, [])
     t0 = time.time()
     try:  # an interrupt while caching: drop an on-disk cache, nothing to resume yet
-        train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
-                                          disk_parent=disk, info=reporter.info)
+        with reporter.stage("feature cache (train)") as progress:
+            train_cache = feature_cache.build(fn, shapes, train_views, len(train_samples), views,
+                                              disk_parent=disk, info=reporter.info, progress=progress)
         fit.caches.append(train_cache)
         fit.train = feature_cache.dataset(train_cache, spec.batch_size, spec.seed, shuffle=True)
         if val_samples:
-            val_cache = feature_cache.build(fn, shapes, lambda v: pipeline.build(val_samples, plain, training=False),
-                                            len(val_samples), 1, disk_parent=disk)
+            with reporter.stage("feature cache (val)") as progress:
+                val_cache = feature_cache.build(fn, shapes,
+                                                lambda v: pipeline.build(val_samples, plain, training=False),
+                                                len(val_samples), 1, disk_parent=disk, progress=progress)
             fit.caches.append(val_cache)
             fit.val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
     except KeyboardInterrupt:
@@ -331,6 +350,15 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
         close_caches(fit)
 
 
+def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: float) -> str:
+    """What --unfreeze N does, counted as the user counted: N layers from the top, some of which do not train."""
+    top = phases.unfrozen_layers(model.get_layer(build.BACKBONE_LAYER), config.unfreeze, config.unfreeze_from)
+    bn = sum(1 for layer in top if phases.is_batchnorm(layer))
+    rest = len(top) - len(trainable) - bn
+    return (f"head + the top {len(top)} backbone layers at lr {learning_rate:g}: {len(trainable)} train, "
+            f"{bn} BatchNorm stay frozen, {rest} have no weights")
+
+
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
               reporter: Reporter, callbacks: list, out: str, resume: dict | None):
     """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
@@ -360,8 +388,8 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             if config.command == "finetune":
                 trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
                 if two_phases:
-                    what = "head on the frozen backbone" if phase.number == 1 else \
-                        f"head + top {len(trainable)} backbone layers (BatchNorm frozen) at lr {phase.learning_rate:g}"
+                    what = "head on the frozen backbone" if phase.number == 1 else _phase2_text(
+                        model, config, trainable, phase.learning_rate)
                     reporter.info(f"phase {phase.number}: {what}")
             opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
             fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
@@ -382,14 +410,17 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             if config.patience > 0 and fit.val is not None:
                 cbs.append(ckpt.early_stopping(config.patience))
             cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
-            fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial, verbose=0,
-                          callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+            try:
+                fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
+                              verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+            finally:
+                reporter.close()  # also when fit raised: no live bar left under the error line
             interrupts.check()
         result = history, predict_probs(fit.model, fit.val) if fit.val is not None else None
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
-        reporter.train_end()  # stop a live progress display before the message
+        reporter.close()  # Ctrl-C's message goes on its own line, not on the bar's
         ckpt.save(folder, model, opt, state())
         raise _interrupted(e, config, out, position) from None
 
