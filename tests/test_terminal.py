@@ -71,7 +71,7 @@ def test_train_interrupt_resume_evaluate_predict_in_a_terminal(data_dir, test_di
     code, text = run_in_pty(train, interrupt_after="epoch 2/4")
     assert_clean(code, text, 130)
     # The message starts a line of its own: nothing of the bar before it on that line.
-    assert re.search(r"(^|\n)Error: interrupted; checkpoint saved", text.replace("\r", "\n")), text[-2000:]
+    assert re.search(r"(^|\n)Error: interrupted \(SIGINT\); checkpoint saved", text.replace("\r", "\n")), text[-2000:]
     from imgclass_cli.run import checkpoints as ckpt
 
     done = ckpt.read_state(ckpt.checkpoint_dir(out))["epoch"]
