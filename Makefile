@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/imgclass predict demo/run demo/digits/test/3 --top-k 3 --format csv | head -n 6
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf demo runs
