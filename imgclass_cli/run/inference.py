@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imgclass_cli import fs
+from imgclass_cli._tf import tf
 from imgclass_cli.config import EvalConfig, PredictConfig
 from imgclass_cli.data import dataset, folders
 from imgclass_cli.errors import ImgclassError
@@ -91,6 +92,7 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
     info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
     data = dataset.scan_for_eval(data_path, config.split)
     # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
+    tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with stage("checking images") as progress:
         data = verify.screen(data, config.on_bad_image, warn or (lambda m: None), progress=progress)
     known = {name: i for i, name in enumerate(info.class_names)}

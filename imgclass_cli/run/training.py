@@ -147,6 +147,7 @@ def _scan(config: TrainConfig):
 def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter):
     """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
     mid-epoch."""
+    tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with reporter.stage("checking images", unit="images") as progress:
         data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
     counts = {split: len(samples) for split, samples in data.splits.items()}
