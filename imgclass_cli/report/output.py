@@ -167,11 +167,20 @@ class StderrReporter:
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
+        from rich.table import Column
+
+        # In a narrow terminal (80 columns) the label, counts and times keep their width; the bar shrinks first and
+        # the metrics are cut with an ellipsis, instead of "18… 0:… eta 0:0…".
+        def fixed(width: int) -> Column:
+            return Column(no_wrap=True, min_width=width)
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), console=self.console,
-            redirect_stdout=False, redirect_stderr=False,
+            TextColumn("{task.description}", table_column=fixed(len(f"epoch {epochs}/{epochs}"))),
+            BarColumn(bar_width=12), MofNCompleteColumn(table_column=fixed(2 * len(str(steps)) + 1)),
+            TimeElapsedColumn(table_column=fixed(7)), TextColumn("eta", table_column=fixed(3)),
+            TimeRemainingColumn(table_column=fixed(7)),
+            TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+            console=self.console, redirect_stdout=False, redirect_stderr=False,
         )
         self.progress.start()
 
