@@ -37,7 +37,7 @@ from imgclass_cli.config import (
     Quantize,
     TrainConfig,
 )
-from imgclass_cli.errors import EXIT_FAILED, ImgclassError
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
 
 app = typer.Typer(
     help="Turn a folder of images (one sub-folder per class) into a trained, evaluated image classifier.",
@@ -101,7 +101,7 @@ def handle_errors(fn):
             if isinstance(e, OSError) and e.errno in NO_SPACE:  # a write no core function wrapped: still say where
                 output.error(WriteFailed(os.path.dirname(os.path.abspath(str(e.filename or "."))), e).message)
                 raise typer.Exit(EXIT_FAILED) from None
-            first = (str(e).strip().splitlines() or [""])[0]
+            first = first_line(e)
             output.error(f"unexpected {type(e).__name__}: {first} (run `imgclass --debug ...` for the traceback)")
             raise typer.Exit(EXIT_FAILED) from None
 

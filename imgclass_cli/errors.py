@@ -26,3 +26,9 @@ class JobFailed(ImgclassError):
 
 class GateFailed(ImgclassError):
     exit_code = EXIT_GATE
+
+
+def first_line(e) -> str:
+    """The first line of an exception's message (library errors can span pages), or its type when it has none."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    return text or (type(e).__name__ if isinstance(e, BaseException) else "")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclass_cli._tf import tf
+from imgclass_cli.errors import first_line
 from imgclass_cli.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, RESIZE_ANTIALIAS
 
 CHECK_SIZE = 16  # decode-checks resize to this: the decode is the test, the pixels are thrown away
@@ -183,7 +184,3 @@ def clean_tf_message(msg: str) -> str:
     if "jpeg::Uncompress failed" in msg:
         return "truncated or corrupt JPEG (" + msg + ")"
     return msg or "unknown error"
-
-
-def first_line(e) -> str:
-    return (str(e).strip().splitlines() or [""])[0]

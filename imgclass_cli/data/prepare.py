@@ -15,7 +15,7 @@ from imgclass_cli import fs
 from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE, PrepareConfig
 from imgclass_cli.data import dataset, folders, manifest, verify
 from imgclass_cli.data.imagefile import FileInfo
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 
 SPLITS = ("train", "val", "test")
 
@@ -321,7 +321,7 @@ def _rescue(path: str, folder: str, e: Entry, max_size: int) -> None:
     try:
         dst, _, _ = _downscale(path, os.path.join(folder, f"{len(os.listdir(folder))}.jpg"), src_info, max_size)
     except Exception as err:  # a broken file behind a valid header: it stays bad, with the first reason
-        src_info.reason += f"; downscaling failed too ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        src_info.reason += f"; downscaling failed too ({first_line(err)})"
         return
     check = verify.check_file(dst, digest=False)
     if not check.ok:

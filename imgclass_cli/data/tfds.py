@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from imgclass_cli import fs
-from imgclass_cli.data.imagefile import first_line
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 
 
 

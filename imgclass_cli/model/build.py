@@ -12,7 +12,7 @@ from imgclass_cli.config import (
     SCRATCH_ARCHS,
     TrainConfig,
 )
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.model.backbones import check_image_size, get_backbone, is_backbone, min_image_size  # noqa: F401
 
 tf()
@@ -119,7 +119,7 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
     try:
         base.load_weights(path)
     except Exception as e:
-        raise ImgclassError(f"--weights {path}: cannot load it into {name}: {str(e).splitlines()[0]}") from e
+        raise ImgclassError(f"--weights {path}: cannot load it into {name}: {first_line(e)}") from e
 
 
 def build_classifier(arch: str, num_classes: int, image_size: int, weights: str = "none",

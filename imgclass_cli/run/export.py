@@ -22,7 +22,7 @@ import numpy as np
 from imgclass_cli import fs
 from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
-from imgclass_cli.errors import GateFailed, ImgclassError
+from imgclass_cli.errors import GateFailed, ImgclassError, first_line
 from imgclass_cli.model.build import RESIZE_LAYER
 from imgclass_cli.run import predictors, rundir
 REPRESENTATIVE_IMAGES = 200  # int8 calibration: enough to settle activation ranges, a few seconds to run
@@ -178,7 +178,7 @@ def tflite_bytes(saved_model_dir: str, quantize: str | None, representative: np.
         try:
             return conv.convert()
         except Exception as e:
-            raise ImgclassError(f"TFLite conversion failed: {str(e).strip().splitlines()[0]}") from None
+            raise ImgclassError(f"TFLite conversion failed: {first_line(e)}") from None
 
 
 def _size(path: str) -> int:

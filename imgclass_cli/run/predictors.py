@@ -14,7 +14,7 @@ import numpy as np
 
 from imgclass_cli import fs
 from imgclass_cli._tf import quiet_native_stderr
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.run import rundir
 
 EXPORT_INFO = fs.EXPORT.legacy_marker  # export.json
@@ -171,7 +171,7 @@ class SavedModelPredictor:
         try:
             self.fn = tf().saved_model.load(path).signatures["serving_default"]
         except Exception as e:
-            raise ImgclassError(f"{path}: cannot load the SavedModel ({str(e).strip().splitlines()[0]})") from None
+            raise ImgclassError(f"{path}: cannot load the SavedModel ({first_line(e)})") from None
         self.class_names, self.image_size = class_names, image_size
         n_out = next(iter(self.fn.structured_outputs.values())).shape[-1]
         if n_out != len(class_names):
@@ -204,7 +204,7 @@ class TFLitePredictor:
             with quiet_native_stderr():
                 self.interp = interpreter_class()(model_path=path, num_threads=num_threads or os.cpu_count())
         except ValueError as e:
-            raise ImgclassError(f"{path}: not a TFLite model ({str(e).splitlines()[0]})") from None
+            raise ImgclassError(f"{path}: not a TFLite model ({first_line(e)})") from None
         # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.
         names = sorted({d["op_name"] for d in getattr(self.interp, "_get_ops_details", list)()})
         foreign = [n for n in names if not (n.replace("_", "").isalnum() and n.isupper())]
@@ -260,7 +260,7 @@ def load(path: str):
         try:
             model = load_model(target.path)
         except Exception as e:
-            raise ImgclassError(f"{target.path}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
+            raise ImgclassError(f"{target.path}: cannot load the model ({first_line(e)})") from None
         rundir.check_outputs(model, target.class_names, target.path, os.path.join(path, LABELS_TXT))
         return KerasPredictor(model, target.class_names, int(target.image_size))
     raise ImgclassError(f"{path}: unknown export format {target.kind!r}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from imgclass_cli import fs
 from imgclass_cli.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TrainConfig
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 
 MODEL = "model.keras"
 LABELS = "labels.json"
@@ -34,10 +34,6 @@ class RunInfo:
 
 def default_out(command: str) -> str:
     return os.path.join("runs", f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def is_run_dir(path: str) -> bool:
-    return fs.is_owned(path, fs.RUN)
 
 
 def check_out(path: str, force: bool) -> None:
@@ -153,6 +149,6 @@ def load(path: str):
     try:
         model = load_model(model_path)
     except Exception as e:
-        raise ImgclassError(f"{model_path}: cannot load the model ({str(e).splitlines()[0]})") from e
+        raise ImgclassError(f"{model_path}: cannot load the model ({first_line(e)})") from e
     check_outputs(model, info.class_names, model_path, os.path.join(path, LABELS))
     return model, info

@@ -16,7 +16,7 @@ from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
 from imgclass_cli.data import dataset, pipeline, verify
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
@@ -106,7 +106,7 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     try:
         history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out)
     except tf().errors.InvalidArgumentError as e:
-        raise ImgclassError(f"an image could not be decoded during training: {e.message.splitlines()[0]}") from None
+        raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
         raise _interrupted(e, config, out, None) from None
     if history and not np.isfinite(history[-1]["loss"]):
