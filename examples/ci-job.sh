@@ -35,8 +35,8 @@ echo "::endgroup::"
 
 # Export with a parity check against the Keras model; below 99% top-1 agreement nothing is written (exit 3).
 echo "::group::export"
-imgclass export "$RUN" --format tflite --quantize int8 --out "$OUT/model-int8" --force --min-agreement 0.99
-imgclass export "$RUN" --format savedmodel --out "$OUT/savedmodel" --force
+imgclass export "$RUN" --to tflite --quantize int8 --out "$OUT/model-int8" --force --min-agreement 0.99
+imgclass export "$RUN" --to savedmodel --out "$OUT/savedmodel" --force
 echo "::endgroup::"
 
 # Smoke-test the shipped artifact the way a consumer uses it: paths on stdin, JSON lines out, strict.

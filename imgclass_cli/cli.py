@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from imgclass_cli import __version__
 from imgclass_cli.config import (
@@ -22,6 +24,7 @@ from imgclass_cli.config import (
     PREPARE_DEFAULTS,
     TRAIN_DEFAULTS,
     Augment,
+    BackbonesFormat,
     ClassWeight,
     EvalConfig,
     EvalFormat,
@@ -39,13 +42,145 @@ from imgclass_cli.config import (
 )
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
 
+def _shown(value) -> str:
+    """A value the user typed, as a shell would take it back: 1.5, abc, 'a b', ''."""
+    text = str(value)
+    return shlex.quote(text) if text.isprintable() else repr(text)
+
+
+def _expected(param, error: dict) -> str:
+    """What `param` accepts, in words: the choices, the range, or the type (no Python list repr)."""
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "one of " + ", ".join(str(getattr(c, "value", c)) for c in desc.choices)
+    lo, hi = getattr(param, "min", None), getattr(param, "max", None)
+    if error.get("type", "").startswith(("greater_than", "less_than")) and (lo is not None or hi is not None):
+        return f"between {lo} and {hi}" if lo is not None and hi is not None else \
+            f"at least {lo}" if lo is not None else f"at most {hi}"
+    kind = {int: "an integer", float: "a number", bool: "one of 1, 0, true, false, yes, no, on, off"}
+    return kind.get(desc.annotation, error.get("msg", "a valid value"))
+
+
+def _env_source(ctx, param) -> str | None:
+    """The environment variable that set `param`'s value, or None when it came from the command line or a default."""
+    source = ctx.get_parameter_source(param.name)
+    if source is None or source.name != "ENVIRONMENT":
+        return None
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    return next((n for n in names if os.environ.get(n)), names[0] if names else None)
+
+
+def _clear_bad_parameter(e: typer.BadParameter, ctx) -> typer.BadParameter:
+    """A value Typer refused (a type, range or choice check), as one line that says what is accepted and echoes the
+    bad value: `Invalid value for '--val': must be between 0.0 and 0.9; got 1.5`. A value from an environment
+    variable names that variable and the option it sets (Click's own hint shows a list of names as a Python list)."""
+    param = e.param
+    if param is None or param.param_type_name != "option" or type(e) is not typer.BadParameter:
+        return e  # a missing argument, or an argument's own message
+    errors = getattr(e.__cause__, "errors", None)  # Typer checks values with pydantic
+    message = e.message
+    if callable(errors) and errors():
+        error = errors()[0]
+        message = f"must be {_expected(param, error)}; got {_shown(error.get('input'))}"
+    env = _env_source(ctx, param)
+    hint = f"environment variable {env} (sets {param.opts[0]})" if env else " / ".join(f"'{o}'" for o in param.opts)
+    return typer.BadParameter(message, ctx=ctx, param=param, param_hint=hint)
+
+
+def _source_name(ctx, name: str) -> str:
+    """How messages name where an option's value came from: `--fail-under`, or `IMGCLASS_FAIL_UNDER (--fail-under)`."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    env = _env_source(ctx, param)
+    return f"{env} ({param.opts[0]})" if env else param.opts[0]
+
+
+def _checked_by(check):
+    """An option callback that runs `check(value)` while the command line is parsed: a bad value is then a usage
+    error like Typer's own, naming the environment variable when one set it."""
+
+    def callback(value):
+        if value is not None:
+            try:
+                check(value)
+            except ImgclassError as e:
+                raise typer.BadParameter(e.message) from None
+        return value
+
+    return callback
+
+
+def _backbone(name: str):
+    from imgclass_cli.model.backbones import get_backbone
+
+    return get_backbone(name)
+
+
+def _metavar(param) -> str | None:
+    """The placeholder of an option's value in help: its choices [a|b], else a word in capitals (N, PATH...)."""
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices) + "]"
+    if desc.is_path:
+        return "PATH"
+    return {int: "N", float: "NUMBER"}.get(desc.annotation, "TEXT")
+
+
+class _Command(TyperCommand):
+    """One style of usage line, help and value errors for every command: `imgclass predict [OPTIONS] RUN PATH...`
+    (arguments by their capitalised metavar, optional ones in [ ]), option values as N, PATH or [a|b], and
+    _clear_bad_parameter's messages."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            if p.param_type_name == "option" and p.metavar is None and not p.is_flag:
+                p.metavar = _metavar(p)
+
+    @staticmethod
+    def _argument_name(p) -> str:
+        return (p.metavar or p.name.upper()) + ("..." if p.nargs != 1 else "")
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if p.param_type_name == "argument":
+                name = self._argument_name(p)
+                pieces.append(name if p.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        args = [(self._argument_name(p), p.help or "") for p in self.get_params(ctx)
+                if p.param_type_name == "argument" and not p.hidden]
+        opts = [r for p in self.get_params(ctx) if p.param_type_name == "option" and (r := p.get_help_record(ctx))]
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as e:
+            raise _clear_bad_parameter(e, ctx) from None
+
+
+class _Group(TyperGroup):
+    def parse_args(self, ctx, args):  # the global options (--debug, IMGCLASS_DEBUG)
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as e:
+            raise _clear_bad_parameter(e, ctx) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Turn a folder of images (one sub-folder per class) into a trained, evaluated image classifier.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+command = functools.partial(app.command, cls=_Command)
 _state = {"debug": False}
 
 
@@ -109,7 +244,7 @@ def handle_errors(fn):
 
 
 # Options shared by train and finetune. Defaults come from config.py.
-DataArg = Annotated[Path, typer.Argument(help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
+DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
@@ -119,7 +254,7 @@ ValOpt = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validati
 OldValOpt = Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, hidden=True)]
 DropOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.95, help="Dropout before the classifier.")]
 SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the split, shuffling, augmentation and initialisation.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<command>-<timestamp>].", show_default=False)]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/COMMAND-TIMESTAMP].", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="IMGCLASS_QUIET", help="No progress on stderr.")]
 TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", envvar="IMGCLASS_TENSORBOARD", help="Write TensorBoard logs (RUN/tensorboard when done).")]
@@ -167,7 +302,7 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
     reporter.info(f"saved {result.out}")
 
 
-@app.command()
+@command()
 @handle_errors
 def train(
     data: DataArg,
@@ -202,11 +337,11 @@ def train(
     _train(cfg, force, quiet, tensorboard)
 
 
-@app.command()
+@command()
 @handle_errors
 def finetune(
     data: DataArg,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's network.")] = FINETUNE_DEFAULTS.arch,
+    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", callback=_checked_by(_backbone), help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's network.")] = FINETUNE_DEFAULTS.arch,
     weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), a local weights file, or RUN: the --out folder of an earlier train or finetune run (any architecture; its network up to the pooling layer is the backbone). none: a random frozen backbone, useful only with --unfreeze.")] = FINETUNE_DEFAULTS.weights,
     image_size: ImageSizeOpt = FINETUNE_DEFAULTS.image_size,
     epochs: Annotated[int, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Epochs training the head on the frozen backbone.")] = FINETUNE_DEFAULTS.epochs,
@@ -245,22 +380,27 @@ def finetune(
     _train(cfg, force, quiet, tensorboard)
 
 
-RunArg = Annotated[Path, typer.Argument(help="Run directory written by train or finetune.", show_default=False)]
+# --format is always the format of what goes to stdout (config.OutputFormat); each command takes the names that
+# make sense for its output.
+FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
+
+RunArg = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory written by train or finetune.", show_default=False)]
 
 
-@app.command()
+@command()
 @handle_errors
 def evaluate(
     run: RunArg,
-    data: Annotated[Path, typer.Argument(help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
     split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
-    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help="Output on stdout.")] = EVAL_DEFAULTS.format,
+    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help=f"{FORMAT_HELP} csv: one metric per row.")] = EVAL_DEFAULTS.format,
     output_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
     output_alias: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
     fail_under: Annotated[Optional[str], typer.Option("--fail-under", envvar="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: top_k_accuracy.top_3, per_class.NAME.recall).", show_default=False)] = None,
     batch_size: BatchOpt = EVAL_DEFAULTS.batch_size,
     quiet: QuietOpt = False,
     on_bad_image: BadImageOpt = EVAL_DEFAULTS.on_bad_image,
+    ctx: typer.Context = None,
 ):
     """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
     from imgclass_cli.report import output
@@ -270,7 +410,8 @@ def evaluate(
     config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
     reporter = output.StderrReporter(quiet=quiet)
     ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
-                                fail_under=fail_under, warn=reporter.warn, stage=reporter.stage)
+                                fail_under=fail_under, warn=reporter.warn, stage=reporter.stage,
+                                fail_under_source=_source_name(ctx, "fail_under"))
     report = ev.report.to_dict()
     used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
     output.print_report(report, fmt.value, title=f"{run} on {data}{used}")
@@ -282,13 +423,13 @@ def evaluate(
     ev.enforce_gates()
 
 
-@app.command()
+@command()
 @handle_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
-    paths: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, envvar="IMGCLASS_TOP_K", help="Classes to report per image.")] = PREDICT_DEFAULTS.top_k,
-    fmt: Annotated[PredictFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"], help="table, csv or jsonl (one record per image, input order).")] = PREDICT_DEFAULTS.format,
+    fmt: Annotated[PredictFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"], help=f"{FORMAT_HELP} jsonl and csv: one record per image, in input order, as it is predicted.")] = PREDICT_DEFAULTS.format,
     batch_size: BatchOpt = PREDICT_DEFAULTS.batch_size,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
@@ -338,13 +479,14 @@ def _stop_at_first_error(records, fail_message):
         yield r
 
 
-@app.command("export")
+@command("export")
 @handle_errors
 def export_(
     run: RunArg,
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="savedmodel (TF Serving), tflite (mobile, edge) or keras.")] = EXPORT_DEFAULTS.format,
+    to: Annotated[ExportFormat, typer.Option("--to", help="The model file format: savedmodel (TF Serving), tflite (mobile, edge) or keras.")] = EXPORT_DEFAULTS.format,
+    to_alias: Annotated[Optional[ExportFormat], typer.Option("--format", "-f", hidden=True)] = None,
     quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="tflite only: float16 (half size), int8 (full-integer, calibrated on the run's training images).", show_default=False)] = EXPORT_DEFAULTS.quantize,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Export directory [default: RUN/export/FORMAT[-QUANTIZE]].", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Export directory [default: RUN/export/TO[-QUANTIZE], e.g. RUN/export/tflite-int8].", show_default=False)] = None,
     parity: Annotated[int, typer.Option("--parity", min=0, metavar="N", help="Compare top-1 of the export and the Keras model on N images (0: skip).")] = EXPORT_DEFAULTS.parity,
     min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Fail (exit 3, nothing written) below this top-1 agreement.")] = EXPORT_DEFAULTS.min_agreement,
     data: Annotated[Optional[Path], typer.Option("--data", help="Images for the parity check and int8 calibration [default: the run's recorded val and train images].", show_default=False)] = None,
@@ -356,13 +498,16 @@ def export_(
     from imgclass_cli.run import export
 
     reporter = output.StderrReporter(quiet=quiet)
-    config = ExportConfig(format=fmt, quantize=quantize, parity=parity, min_agreement=min_agreement)
+    if to_alias is not None:  # the old spelling, kept one release: --format now always means the format of stdout
+        reporter.warn(f"export --format is now --to (--to {to_alias.value}); --format will be removed in the next release")
+        to = to_alias
+    config = ExportConfig(format=to, quantize=quantize, parity=parity, min_agreement=min_agreement)
     result = export.export(str(run), config, out=str(out) if out else None, force=force,
                            data=str(data) if data else None, reporter=reporter)
     output.print_export(result)
 
 
-@app.command()
+@command()
 @handle_errors
 def prepare(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
@@ -372,7 +517,7 @@ def prepare(
     seed: Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the stratified split (and the example dataset's test split).")] = PREPARE_DEFAULTS.seed,
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
-    fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help="The report on stdout.")] = PREPARE_DEFAULTS.format,
+    fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = PREPARE_DEFAULTS.format,
     example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
     from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].", show_default=False)] = None,
@@ -421,20 +566,17 @@ def prepare(
         raise ImgclassError(f"{src}: none of its {result.report['files']} file(s) is a readable image (see the report)")
 
 
-@app.command()
-def backbones():
+@command()
+def backbones(
+    fmt: Annotated[BackbonesFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = BackbonesFormat.table,
+):
     """List the backbones finetune accepts, with their default and minimum input sizes."""
-    from rich.table import Table
-
     from imgclass_cli.model.backbones import BACKBONES
     from imgclass_cli.report import output
 
-    t = Table()
-    for col in ("name", "keras", "default size", "min size", "preprocess_input"):
-        t.add_column(col)
-    for b in BACKBONES.values():
-        t.add_row(b.name, b.constructor, str(b.default_size), str(b.min_size), f"keras.applications.{b.module}")
-    output.stdout().print(t)
+    rows = [{"name": b.name, "keras": b.constructor, "default_size": b.default_size, "min_size": b.min_size,
+             "preprocess_input": f"keras.applications.{b.module}"} for b in BACKBONES.values()]
+    output.print_rows(rows, fmt.value)
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

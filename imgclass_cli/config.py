@@ -16,21 +16,25 @@ class Augment(str, Enum):
     strong = "strong"
 
 
-class EvalFormat(str, Enum):
-    table = "table"
-    json = "json"
+class OutputFormat(str, Enum):
+    """What a command writes to stdout (its --format): one set of names for every command."""
+
+    table = "table"  # rich tables, for people
+    json = "json"  # one JSON document
+    jsonl = "jsonl"  # one JSON record per line, streamed
     csv = "csv"
 
 
-class PredictFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    jsonl = "jsonl"
+def _formats(name: str, *names: str) -> type[Enum]:
+    """A command's --format choices: the OutputFormat names that make sense for its output, in OutputFormat order
+    (a str Enum, so members compare equal to OutputFormat's values)."""
+    return Enum(name, [(f.name, f.value) for f in OutputFormat if f.name in names], type=str, module=__name__)
 
 
-class PrepareFormat(str, Enum):
-    table = "table"
-    json = "json"
+EvalFormat = _formats("EvalFormat", "table", "json", "csv")  # one report: no per-line records
+PredictFormat = _formats("PredictFormat", "table", "jsonl", "csv")  # streamed records, one per image
+PrepareFormat = _formats("PrepareFormat", "table", "json")
+BackbonesFormat = _formats("BackbonesFormat", "table", "json", "csv")
 
 
 class OnBadImage(str, Enum):
@@ -121,7 +125,9 @@ class TrainConfig:
                 continue
             value = _checked(d[f.name], hints[f.name], OPTION_RANGES.get(f.name))
             if value is _INVALID:
-                raise ImgclassError(f"{source}: field {prefix}{f.name} has an invalid value {d[f.name]!r:.80}")
+                bounds = OPTION_RANGES.get(f.name)
+                allowed = f" (allowed: {bounds[0]} to {bounds[1]})" if bounds else ""
+                raise ImgclassError(f"{source}: field {prefix}{f.name} has an invalid value {d[f.name]!r:.80}{allowed}")
             values[f.name] = value
         return cls(**values)
 

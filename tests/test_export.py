@@ -20,7 +20,7 @@ def exports(runner, trained_run, tmp_path_factory):
     done = {}
     for fmt, quantize in (("savedmodel", None), ("tflite", "float16"), ("tflite", "int8")):
         name = fmt + (f"-{quantize}" if quantize else "")
-        args = ["export", trained_run, "--format", fmt, "--out", str(root / name), "--parity", "30"]
+        args = ["export", trained_run, "--to", fmt, "--out", str(root / name), "--parity", "30"]
         if quantize:
             args += ["--quantize", quantize]
         r = runner.invoke(app, args)
@@ -91,19 +91,22 @@ def test_parity_below_threshold_fails_with_exit_3_and_writes_nothing(runner, tra
 
     monkeypatch.setattr(predictors, "load", lambda path: Constant())
     out = tmp_path / "bad"
-    r = runner.invoke(app, ["export", trained_run, "--format", "tflite", "--out", str(out), "--parity", "10"])
+    r = runner.invoke(app, ["export", trained_run, "--to", "tflite", "--out", str(out), "--parity", "10"])
     assert r.exit_code == 3
     assert "parity check failed: top-1 agreement" in r.stderr and "short by" in r.stderr
     assert not out.exists() and not [n for n in os.listdir(tmp_path) if ".partial" in n]
 
 
 def test_export_usage_errors(runner, trained_run, tmp_path, exports):
-    r = runner.invoke(app, ["export", trained_run, "--format", "savedmodel", "--quantize", "int8", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "tflite only" in r.stderr
-    r = runner.invoke(app, ["export", trained_run, "--format", "onnx"])
+    r = runner.invoke(app, ["export", trained_run, "--to", "savedmodel", "--quantize", "int8", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--quantize int8 applies to --to tflite only, not --to savedmodel" in r.stderr
+    # The old spelling (one release): its value is the one used.
+    r = runner.invoke(app, ["export", trained_run, "-f", "keras", "--quantize", "int8", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not --to keras" in r.stderr and "--format is now --to" in r.stderr
+    r = runner.invoke(app, ["export", trained_run, "--to", "onnx"])
     assert r.exit_code == 2
     existing = exports["savedmodel"][0]
-    r = runner.invoke(app, ["export", trained_run, "--format", "savedmodel", "--out", existing])
+    r = runner.invoke(app, ["export", trained_run, "--to", "savedmodel", "--out", existing])
     assert r.exit_code == 2 and "--force" in r.stderr
     r = runner.invoke(app, ["predict", str(tmp_path / "missing.tflite"), "x.png"])
     assert r.exit_code == 2 and "no such file" in r.stderr
@@ -126,7 +129,7 @@ def test_int8_falls_back_to_dynamic_range_when_full_integer_loses_parity(runner,
 
     monkeypatch.setattr(predictors, "load", load)
     out = tmp_path / "int8"
-    r = runner.invoke(app, ["export", trained_run, "--format", "tflite", "--quantize", "int8", "--out", str(out)])
+    r = runner.invoke(app, ["export", trained_run, "--to", "tflite", "--quantize", "int8", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "trying dynamic-range int8" in r.stderr and "int8, dynamic-range" in r.stdout
     meta = json.load(open(out / "export.json"))

@@ -192,5 +192,5 @@ def test_export_is_documented_and_listed(runner):
     r = runner.invoke(app, ["--help"])
     assert "export" in r.stdout and "--install-completion" in r.stdout  # Typer's shell completion
     r = runner.invoke(app, ["export", "--help"])
-    for option in ("--format", "--quantize", "--parity", "--min-agreement", "--out", "--data"):
+    for option in ("--to", "--quantize", "--parity", "--min-agreement", "--out", "--data"):
         assert option in r.stdout

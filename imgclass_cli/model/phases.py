@@ -39,7 +39,7 @@ def unfrozen_layers(backbone, unfreeze: int = 0, unfreeze_from: str | None = Non
             raise ImgclassError(f"--unfreeze-from {unfreeze_from}: no such layer in {backbone.name}{hint}")
         return layers[names.index(unfreeze_from):]
     if unfreeze < 0:
-        raise ImgclassError("--unfreeze must be 0 or more")
+        raise ImgclassError(f"--unfreeze must be 0 or more; got {unfreeze}")
     if unfreeze > len(layers):
         raise ImgclassError(f"--unfreeze {unfreeze}: the backbone has only {len(layers)} layers")
     return layers[len(layers) - unfreeze:] if unfreeze else []

@@ -46,8 +46,9 @@ def _canonical(key: str) -> str:
     return key
 
 
-def parse(spec: str, class_names: list[str]) -> list[Gate]:
-    """`accuracy=0.9,f1_macro=0.85` -> gates; an unknown key or a bad number is a usage error with a suggestion."""
+def parse(spec: str, class_names: list[str], source: str = "--fail-under") -> list[Gate]:
+    """`accuracy=0.9,f1_macro=0.85` -> gates; an unknown key or a bad number is a usage error with a suggestion.
+    `source` names where the spec came from in messages (the option, or the environment variable that set it)."""
     known = known_keys(class_names)
     gates = []
     for part in (p.strip() for p in spec.split(",")):
@@ -56,24 +57,24 @@ def parse(spec: str, class_names: list[str]) -> list[Gate]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ImgclassError(f"--fail-under {part!r}: expected METRIC=THRESHOLD, e.g. accuracy=0.9,f1_macro=0.85")
+            raise ImgclassError(f"{source} {part!r}: expected METRIC=THRESHOLD, e.g. accuracy=0.9,f1_macro=0.85")
         try:
             threshold = float(value)
         except ValueError:
-            raise ImgclassError(f"--fail-under {part!r}: {value.strip()!r} is not a number") from None
+            raise ImgclassError(f"{source} {part!r}: {value.strip()!r} is not a number") from None
         if not 0.0 <= threshold <= 1.0:
-            raise ImgclassError(f"--fail-under {part!r}: thresholds are fractions between 0 and 1")
+            raise ImgclassError(f"{source} {part!r}: thresholds are fractions between 0 and 1; got {value.strip()}")
         canonical = _canonical(key)
         if canonical not in known:
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ImgclassError(
-                f"--fail-under: unknown metric {key!r}; {hint}known metrics: {', '.join(known[: len(METRIC_KEYS) + 3])}, "
+                f"{source}: unknown metric {key!r}; {hint}known metrics: {', '.join(known[: len(METRIC_KEYS) + 3])}, "
                 "per_class.CLASS.precision|recall|f1"
             )
         gates.append(Gate(canonical, threshold))
     if not gates:
-        raise ImgclassError("--fail-under: no METRIC=THRESHOLD given, e.g. accuracy=0.9")
+        raise ImgclassError(f"{source}: no METRIC=THRESHOLD given, e.g. accuracy=0.9")
     return gates
 
 

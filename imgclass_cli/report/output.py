@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.table import Table
 
+from imgclass_cli import fs
 from imgclass_cli.report.metrics import METRIC_KEYS
 
 
@@ -348,6 +349,21 @@ def print_gates(results) -> None:
         verdict = "[green]ok[/]" if r.passed else f"[bold red]FAILED[/] (short by {r.shortfall:.4f})"
         sign = ">=" if r.passed else "<"
         con.print(f"gate {escape(r.gate.key)} {r.value:.4f} {sign} {r.gate.threshold:.4f} {verdict}", highlight=False)
+
+
+def print_rows(rows: list[dict], fmt: str) -> None:
+    """A listing on stdout: a table (keys as headers, underscores as spaces), a JSON array, or CSV."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(fs.rows_to_csv(rows))
+    else:
+        t = Table()
+        for col in rows[0] if rows else ():
+            t.add_column(col.replace("_", " "))
+        for r in rows:
+            t.add_row(*(escape(v) for v in r.values()))
+        stdout().print(t)
 
 
 def print_export(result) -> None:

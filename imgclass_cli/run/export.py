@@ -198,9 +198,9 @@ def export(run_path: str, config: ExportConfig, *, out: str | None = None, force
     fmt = ExportFormat(config.format)
     quantize = Quantize(config.quantize) if config.quantize is not None else None
     if quantize is not None and fmt != ExportFormat.tflite:
-        raise ImgclassError(f"--quantize {quantize.value} applies to --format tflite only")
+        raise ImgclassError(f"--quantize {quantize.value} applies to --to tflite only, not --to {fmt.value}")
     if not 0.0 <= config.min_agreement <= 1.0:
-        raise ImgclassError("--min-agreement is a fraction between 0 and 1")
+        raise ImgclassError(f"--min-agreement must be between 0 and 1; got {config.min_agreement}")
     out = out or default_out(run_path, fmt.value, quantize.value if quantize else None)
     with fs.locked(out):
         return _export(run_path, fmt, quantize, config, out, force, data, seed, say, stage)

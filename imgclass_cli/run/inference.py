@@ -48,11 +48,12 @@ def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: str | None = None,
-                 fail_under: str | None = None, warn=None, stage=None) -> Evaluation:
+                 fail_under: str | None = None, warn=None, stage=None,
+                 fail_under_source: str = "--fail-under") -> Evaluation:
     """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or `output`) with
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
-    gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names) if fail_under is not None else []
+    gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names, fail_under_source) if fail_under is not None else []
     target = output or os.path.join(run_path, rundir.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
