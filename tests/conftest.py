@@ -62,3 +62,9 @@ def trained_run(tmp_path_factory, data_dir, runner):
                                  "--augment", "none", "--out", out, "--quiet", "--learning-rate", "0.003"])
     assert result.exit_code == 0, result.output
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first: under `pytest -n 2` the long ones then run side by side at the start instead of one
+    of them starting last while the other worker idles (longest first keeps the workers' loads even)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -173,6 +173,7 @@ def test_exif_orientation_identical_in_training_and_prediction(zoo):
     assert x_pred[8, 12, 0] > 150 and x_pred[8, 3, 2] > 150
 
 
+@pytest.mark.slow
 def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
     before = fingerprint(zoo)
     prep = tmp_path / "prep"
@@ -201,6 +202,12 @@ def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
                             "--image-size", "32", "--out", str(run), "-q"])
     assert r.exit_code == 0, r.output
     assert "truncated.jpg" in r.stderr and "found by prepare" in r.stderr  # named, not decoded again
+    from imgclass_cli.run import rundir
+
+    model, info = rundir.load(str(run))  # finetune trains only the head (was test_finetune_keeps_the_backbone_frozen)
+    assert model.get_layer("backbone").trainable is False
+    assert model.get_layer("classifier").units == len(info.class_names) == 2  # green/ is empty
+    assert info.config.command == "finetune" and info.config.arch == "mobilenet"
     r = runner.invoke(app, ["evaluate", str(run), str(prep), "-f", "json", "--output", str(tmp_path / "m.json"), "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["num_samples"] == sum(1 for row in rows if row["split"] == "test")
@@ -214,6 +221,7 @@ def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
     assert fingerprint(zoo) == before  # prepare, finetune, evaluate and predict never touch the source
 
 
+@pytest.mark.slow
 def test_zoo_train_raw_folder_skips_then_fail_stops_at_first_bad_file(runner, zoo, tmp_path):
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", zoo, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "1",

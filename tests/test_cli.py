@@ -182,19 +182,6 @@ def test_existing_out_is_not_overwritten_without_force(runner, data_dir, trained
     assert (user_dir / "precious.txt").read_text() == "keep me"
 
 
-def test_finetune_keeps_the_backbone_frozen(runner, data_dir, tmp_path):
-    out = tmp_path / "ft"
-    r = invoke(runner, ["finetune", data_dir, "--backbone", "mobilenet", "--weights", "none", "--image-size", "32",
-                        "--epochs", "1", "--out", str(out), "-q"])
-    assert r.exit_code == 0, r.output
-    from imgclass_cli.run import rundir
-
-    model, info = rundir.load(str(out))
-    assert model.get_layer("backbone").trainable is False
-    assert model.get_layer("classifier").units == 3
-    assert info.config.command == "finetune" and info.config.arch == "mobilenet"
-
-
 def test_offline_imagenet_download_is_one_line(runner, data_dir, tmp_path, monkeypatch):
     """No network call is made: the standard library's URL opener fails as it does without a network (mock: offline),
     and Keras' own download code reports it in its own words."""

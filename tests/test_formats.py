@@ -9,6 +9,8 @@ import json
 import os
 import re
 
+import pytest
+
 from imgclass_cli.cli import app
 from tests.conftest import COLOURS, make_class_folders
 
@@ -175,6 +177,7 @@ def test_no_color_and_force_color(runner):
     assert r.stderr.startswith("Error: ") and "\x1b[" not in r.stderr
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_and_curves(runner, data_dir, tmp_path):
     out = tmp_path / "tb-run"
     r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "2",

@@ -130,6 +130,7 @@ def _assert_loadable_checkpoint(folder: str) -> dict:
     return state
 
 
+@pytest.mark.slow
 def test_signal_during_a_checkpoint_write_leaves_a_resumable_checkpoint(runner, data_dir, tmp_path, monkeypatch):
     """SIGINT arrives while the first checkpoint's file is open for writing (the HDF5 file on the old code, the
     temporary file on the new one), and again in the next write (Ctrl-C pressed twice): each write completes, the
@@ -196,7 +197,7 @@ def _signal_after_first_epoch(proc: subprocess.Popen, signum: int) -> str:
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(data_dir, tmp_path):
+def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(runner, data_dir, tmp_path):
     """SIGTERM as `timeout` or a CI runner sends it (SIGINT to a real signal handler: the checkpoint-write test)."""
     from imgclass_cli.run import checkpoints as ckpt
 
@@ -211,9 +212,9 @@ def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(data
     state = _assert_loadable_checkpoint(ckpt.checkpoint_dir(out))
     assert 1 <= state["epoch"] < epochs and not os.path.exists(out)
 
-    proc = _start(["train", data_dir, "--resume", out, "-q"], tmp_path)
-    proc.wait(timeout=300)
-    assert proc.returncode == 0, proc.stderr.read()
+    # The resume in this process: a resume in a fresh process is test_terminal's (no second TensorFlow start here).
+    r = runner.invoke(app, ["train", data_dir, "--resume", out, "-q"])
+    assert r.exit_code == 0, r.output
     history = open(os.path.join(out, "history.csv")).read().splitlines()
     assert len(history) == 1 + epochs and not os.path.exists(ckpt.checkpoint_dir(out))
     assert _checksums(data_dir) == before
