@@ -69,7 +69,7 @@ def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
 
     weights = {}
     for cache in (True, False):
-        cfg = TrainConfig(command="finetune", data=data_dir, arch="mobilenet", weights="none", image_size=32, epochs=1,
+        cfg = TrainConfig(command="finetune", data=data_dir, arch="vgg16", weights="none", image_size=32, epochs=1,
                           batch_size=8, learning_rate=0.01, augment=Augment.none, dropout=0.0, cache=cache,
                           out=str(tmp_path / f"cache-{cache}"))
         reporter = Collect()
@@ -79,7 +79,7 @@ def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
         weights[cache] = model.get_layer("classifier").get_weights()
     from imgclass_cli.model import build as models
 
-    init = models.build_classifier("mobilenet", 3, 32).get_layer("classifier").get_weights()[0]
+    init = models.build_classifier("vgg16", 3, 32).get_layer("classifier").get_weights()[0]
     moved = np.abs(weights[False][0] - init).max()
     assert moved > 1e-3  # the head really trained ...
     for a, b in zip(weights[True], weights[False]):  # ... and both paths trained it the same way
