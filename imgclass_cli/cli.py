@@ -38,6 +38,7 @@ from imgclass_cli.config import (
     PrepareConfig,
     PrepareFormat,
     Quantize,
+    Strategy,
     TrainConfig,
 )
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
@@ -265,6 +266,7 @@ SmoothOpt = Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.5,
 WarmupOpt = Annotated[float, typer.Option("--warmup-epochs", min=0.0, help="Linear learning-rate warm-up before the cosine decay.")]
 ClassWeightOpt = Annotated[ClassWeight, typer.Option("--class-weight", help="auto: weight classes n/(k*count) (balanced) for imbalanced folders.")]
 PatienceOpt = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without a better val loss and keep the best weights; 0 = off.")]
+StrategyOpt = Annotated[Strategy, typer.Option("--strategy", envvar="IMGCLASS_STRATEGY", help="auto: multiworker when TF_CONFIG names a cluster, mirrored with more than one GPU, else default. --batch-size stays the global batch (README: Scaling out).")]
 ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run (its --out folder) with its saved options.", show_default=False)]
 
 
@@ -299,7 +301,7 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
     if logdir:
         plots.move_tensorboard_logs(logdir, result.out)
     output.print_train_summary(result, quiet)
-    reporter.info(f"saved {result.out}")
+    reporter.info(f"saved {result.out}" if result.saved else f"done; the chief saves the run in {result.out}")
 
 
 @command()
@@ -328,6 +330,7 @@ def train(
     class_weight: ClassWeightOpt = TRAIN_DEFAULTS.class_weight,
     patience: PatienceOpt = TRAIN_DEFAULTS.patience,
     resume: ResumeOpt = None,
+    strategy: StrategyOpt = TRAIN_DEFAULTS.strategy,
 ):
     """Train a classifier from scratch on DATA."""
     from imgclass_cli.model.backbones import train_arch
@@ -370,6 +373,7 @@ def finetune(
     class_weight: ClassWeightOpt = FINETUNE_DEFAULTS.class_weight,
     patience: PatienceOpt = FINETUNE_DEFAULTS.patience,
     resume: ResumeOpt = None,
+    strategy: StrategyOpt = FINETUNE_DEFAULTS.strategy,
 ):
     """Fine-tune a pretrained backbone with a new softmax head on DATA: the head on the frozen backbone (cached
     features), then with --unfreeze the top of the backbone at a lower learning rate."""

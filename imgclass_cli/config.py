@@ -47,6 +47,15 @@ class ClassWeight(str, Enum):
     auto = "auto"  # "balanced": n_samples / (n_classes * count(class)), scikit-learn's compute_class_weight
 
 
+class Strategy(str, Enum):
+    """How train and finetune spread over devices and machines (run/distribute.py)."""
+
+    auto = "auto"  # multiworker when TF_CONFIG names a cluster, mirrored with more than one GPU, else default
+    default = "default"  # one device: tf.distribute's default strategy and Keras fit
+    mirrored = "mirrored"  # every local GPU (or logical CPU device) of this machine, Keras fit
+    multiworker = "multiworker"  # several processes/machines from TF_CONFIG, imgclass's own training loop
+
+
 class Example(str, Enum):
     digits = "digits"
 
@@ -99,6 +108,8 @@ class TrainConfig:
     cache: bool = True  # train the head on cached backbone features (exact; --no-cache: the plain path)
     aug_views: int = 1  # augmented views per image in the feature cache (with --augment)
     cache_dir: str | None = None  # where an on-disk feature cache goes [default: next to --out]
+    # Distribution (issue 11): --batch-size stays the global batch under every strategy.
+    strategy: Strategy = Strategy.auto
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -226,6 +237,11 @@ class ExportConfig:
 
 
 EXPORT_DEFAULTS = ExportConfig()
+
+# Multi-worker training: a collective (all-reduce) waiting longer than this for a peer fails the run with a clear
+# error instead of hanging (a dead peer on a refused connection fails at once; this catches a hung one). It must
+# cover the longest legitimate wait: one peer's checkpoint write or validation pass. IMGCLASS_COLLECTIVE_TIMEOUT.
+COLLECTIVE_TIMEOUT_SECONDS = 600.0
 
 # Estimated decoded-image bytes above which the pipeline streams from disk instead of caching in memory.
 MEMORY_CACHE_LIMIT_BYTES = 2 * 1024**3

@@ -7,11 +7,11 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-from imgclass_cli.config import FINETUNE_DEFAULTS, SCRATCH_ARCHS, TrainConfig
+from imgclass_cli.config import FINETUNE_DEFAULTS, SCRATCH_ARCHS, Strategy, TrainConfig
 from imgclass_cli.data import dataset, folders
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.model import backbones
-from imgclass_cli.run import rundir
+from imgclass_cli.run import distribute, rundir
 
 FROZEN_RANDOM_WARNING = (
     "--weights none with nothing unfrozen trains only a head on a frozen, random backbone, whose features carry "
@@ -25,6 +25,9 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
     """A copy of config with the source run's image size filled in; raises ImgclassError for what cannot work.
     A --resume run is checked against its own saved options later (they replace these)."""
     config = dataclasses.replace(config)
+    distribute.check(config.strategy)
+    if config.strategy != Strategy.default:
+        distribute.collective_timeout()
     if config.data:
         folders.check_root(config.data)
         if not dataset.is_prepared(config.data):

@@ -16,12 +16,12 @@ from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
 from imgclass_cli.data import dataset, pipeline, verify
-from imgclass_cli.errors import ImgclassError, first_line
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
 from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
 from imgclass_cli.run import checkpoints as ckpt
-from imgclass_cli.run import preflight, rundir
+from imgclass_cli.run import distribute, preflight, rundir
 from imgclass_cli.run.inference import predict_probs
 
 
@@ -48,6 +48,7 @@ class TrainResult:
     history: list[dict]
     report: Report | None
     seconds: float
+    saved: bool = True  # False on a worker that is not the chief: `out` is the chief's run directory
 
 
 def _keras_callback(reporter: Reporter, epochs: int, steps: int):
@@ -78,11 +79,22 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
-    with fs.locked(config.out):
-        return _run(config, reporter, force, callbacks)
+    dist = distribute.start(config)  # before TensorFlow builds anything
+    dist.run_out = config.out
+    if dist.kind != distribute.Strategy.default:
+        reporter.info(dist.describe())
+    # Only the chief writes OUT; another worker writes a temporary folder it removes (and runs no extra callbacks:
+    # TensorBoard logs are the chief's).
+    with dist.outputs(config.out) as out:
+        if out != config.out:
+            config, callbacks = dataclasses.replace(config, out=out), None
+        with fs.locked(out):
+            result = _run(config, reporter, force, callbacks, dist)
+    return result if dist.is_chief else dataclasses.replace(result, out=dist.run_out, saved=False)
 
 
-def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None) -> TrainResult:
+def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
+         dist: distribute.Distribution) -> TrainResult:
     started = time.time()
     out = config.out
     _check_outputs(config, force)
@@ -92,23 +104,29 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
     # parallel tf.data map and consume their seed state in a racy order (observed: runs differed from epoch 1).
     tf().config.experimental.enable_op_determinism()
-    strategy = tf().distribute.get_strategy()  # the default strategy; multi-device plugs in here
-    with strategy.scope():
-        model = build.build_classifier(
-            config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
-            trainable_backbone=False if config.command == "finetune" else None,
-        )
-    # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
-    data = _check_images(config, data, image_size, reporter)
-    counts = {split: len(samples) for split, samples in data.splits.items()}
-    spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
-        history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out)
+        with dist.strategy.scope():
+            model = build.build_classifier(
+                config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
+                trainable_backbone=False if config.command == "finetune" else None,
+            )
+        # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
+        data = _check_images(config, data, image_size, reporter, dist)
+        counts = {split: len(samples) for split, samples in data.splits.items()}
+        spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
+        with dist.strategy.scope():
+            history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist)
     except tf().errors.InvalidArgumentError as e:
         raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
         raise _interrupted(e, config, out, None) from None
+    except tf().errors.OpError as e:
+        if not distribute.peer_lost(e, dist):
+            raise
+        reporter.close()
+        raise _with_resume_hint(ImgclassError(distribute.peer_lost_message(e), EXIT_FAILED), config, dist.run_out,
+                                every_worker=True) from None
     if history and not np.isfinite(history[-1]["loss"]):
         raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
 
@@ -117,7 +135,7 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         y, probs = val_pred
         report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
     try:
-        _save_run(out, force, config, data, image_size, model, history, report, reporter)
+        _save_run(out, force, config, data, image_size, model, history, report, reporter, dist)
     except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
         raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
@@ -144,12 +162,13 @@ def _scan(config: TrainConfig):
     return data, image_size
 
 
-def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter):
+def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter, dist: distribute.Distribution):
     """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
-    mid-epoch."""
+    mid-epoch. Under multiworker each worker checks only its own shard."""
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with reporter.stage("checking images", unit="images") as progress:
-        data = verify.screen(data, config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
+        local = verify.screen(dist.local(data), config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
+    data = dist.screened(data, local)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
         f"{len(data.class_names)} classes, " + ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -159,7 +178,7 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
-              report: Report | None, reporter: Reporter) -> None:
+              report: Report | None, reporter: Reporter, dist: distribute.Distribution) -> None:
     root = os.path.abspath(data.root)
     split_rows = [
         {"path": os.path.relpath(os.path.abspath(s.path), root), "class": data.class_names[s.label], "split": split}
@@ -181,6 +200,7 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
             "resize": f"bilinear with antialiasing to {image_size}x{image_size}, inside the model",
             "normalization": "inside the model (Rescaling for scratch CNNs, the backbone's preprocess_input)",
         },
+        "distribute": dist.record(),
         "versions": rundir.library_versions(),
     }
     with fs.staged(out, force, fs.RUN) as tmp:
@@ -206,6 +226,7 @@ def _resume_config(config: TrainConfig) -> TrainConfig:
     # Where to write and what to delete never come from the checkpoint: the run is the folder the checkpoint
     # belongs to, and the cache goes where this command line says.
     saved.out, saved.cache_dir, saved.resume = out, config.cache_dir, folder
+    saved.strategy = config.strategy  # how to spread the rest over devices is this command line's choice
     return saved
 
 
@@ -238,10 +259,10 @@ def make_optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: i
     return K.optimizers.Adam(schedule)
 
 
-def make_loss(config: TrainConfig, num_classes: int):
+def make_loss(config: TrainConfig, num_classes: int, reduction: str | None = "sum_over_batch_size"):
     if config.label_smoothing > 0:
-        return build.SmoothedSparseCrossentropy(num_classes, config.label_smoothing)
-    return keras().losses.SparseCategoricalCrossentropy()
+        return build.SmoothedSparseCrossentropy(num_classes, config.label_smoothing, reduction=reduction)
+    return keras().losses.SparseCategoricalCrossentropy(reduction=reduction)
 
 
 @dataclass
@@ -329,7 +350,8 @@ def close_caches(fit: FitData) -> None:
         c.close()
 
 
-def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callbacks: list, out: str):
+def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callbacks: list, out: str,
+               dist: distribute.Distribution | None = None):
     """Phase 1 (and phase 2 with --unfreeze), on the feature cache or the plain pipeline.
 
     Returns (history rows, (val labels, val probabilities) or None). Saves a checkpoint after every epoch;
@@ -341,12 +363,18 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
         ckpt.load_weights(config.resume, model)
         reporter.info(f"resuming from {config.resume}: phase {resume['phase']}, {resume['epoch']} epoch(s) done")
     plan, top_layers = plan_phases(model, config)
-    fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
+    if dist is not None and dist.custom_loop:  # this worker's files only, at the per-replica batch
+        fit = prepare_fit_data(model, config, dist.shard(data),
+                               dataclasses.replace(spec, batch_size=dist.per_replica_batch), top_layers, folder,
+                               reporter)
+    else:
+        fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
     try:
         # SIGINT/SIGTERM only set a flag in here; the loop acts on it between batches (ckpt.safe_points), never
         # inside a checkpoint write.
         with interrupts.deferred():
-            return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume)
+            return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume,
+                             dist)
     finally:
         close_caches(fit)
 
@@ -361,7 +389,8 @@ def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: flo
 
 
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
-              reporter: Reporter, callbacks: list, out: str, resume: dict | None):
+              reporter: Reporter, callbacks: list, out: str, resume: dict | None,
+              dist: distribute.Distribution | None = None):
     """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
     Returns (history, validation predictions)."""
     K = keras()
@@ -376,6 +405,10 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
         reporter.info("class weights: " + ", ".join(f"{data.class_names[i]} {w:.2f}" for i, w in weights.items()))
     opt = None
     position = {"phase": start_phase, "epoch": start_epoch}
+    custom = dist is not None and dist.custom_loop
+    val = None
+    if custom and "val" in data.splits and data.splits["val"]:
+        val = distribute.Validation(fit.val, np.array([s.label for s in data.splits["val"]]), dist.positions("val"))
 
     def state():
         return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
@@ -412,12 +445,20 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
                 cbs.append(ckpt.early_stopping(config.patience))
             cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
             try:
-                fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
-                              verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+                if custom:  # Keras fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+                    distribute.fit_loop(dist, fit.model, fit.train, val, loss_fn=make_loss(config, num_classes, None),
+                                        optimizer=opt, class_weights=weights, epochs=phase.epochs,
+                                        initial_epoch=initial, steps=steps, callbacks=cbs, num_classes=num_classes)
+                else:
+                    fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
+                                  verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
             finally:
                 reporter.close()  # also when fit raised: no live bar left under the error line
             interrupts.check()
-        result = history, predict_probs(fit.model, fit.val) if fit.val is not None else None
+        if val is not None:
+            result = history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
+        else:
+            result = history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
@@ -430,13 +471,14 @@ def _resume_command(config: TrainConfig, out: str) -> str:
     return f"imgclass {config.command} {shlex.quote(str(config.data))} --resume {shlex.quote(str(out))}"
 
 
-def _with_resume_hint(e: fs.WriteFailed, config: TrainConfig, out: str) -> ImgclassError:
+def _with_resume_hint(e: ImgclassError, config: TrainConfig, out: str, every_worker: bool = False) -> ImgclassError:
     folder = ckpt.checkpoint_dir(out)
     if not os.path.exists(os.path.join(folder, ckpt.STATE)):
         return e
     done = ckpt.read_state(folder)
+    every = " on every worker" if every_worker else ""
     return ImgclassError(f"{e.message}; the checkpoint of phase {done['phase']}, {done['epoch']} epoch(s) is intact: "
-                         f"continue with: {_resume_command(config, out)}", exit_code=e.exit_code)
+                         f"continue with{every}: {_resume_command(config, out)}", exit_code=e.exit_code)
 
 
 def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict | None) -> ImgclassError:
