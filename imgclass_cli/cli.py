@@ -298,7 +298,7 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
         callbacks.append(plots.tensorboard_callback(logdir))
         reporter.info(f"TensorBoard logs in {logdir} (tensorboard --logdir {os.path.dirname(logdir)})")
     result = training.run(cfg, reporter, force=force, callbacks=callbacks)
-    if logdir:
+    if logdir and result.saved:  # another worker's logdir is the chief's: leave it to the chief
         plots.move_tensorboard_logs(logdir, result.out)
     output.print_train_summary(result, quiet)
     reporter.info(f"saved {result.out}" if result.saved else f"done; the chief saves the run in {result.out}")

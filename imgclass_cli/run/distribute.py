@@ -1,10 +1,11 @@
 """tf.distribute for train and finetune: which strategy runs, which shard of the files each worker decodes, who
 writes the outputs, and the training loop for several workers, where Keras fit fails (keras-team/keras#20585).
 
-default and mirrored train with Keras fit (one process; mirrored splits each global batch over the local
-devices). multiworker runs `fit_loop` below: every worker reads only its shard of the files, the gradients are
-all-reduced every step, the validation probabilities are summed into one array (each image counted once), and
-only the chief writes the run directory; another worker writes into a temporary folder it removes at the end.
+default trains with Keras fit. mirrored and multiworker run `fit_loop` below (Keras fit fails under both): each
+global batch is split over the replicas and the gradients are all-reduced every step. Under multiworker every
+worker reads only its shard of the files, the validation probabilities are summed into one array (each image
+counted once), and only the chief writes the run directory; another worker writes into a temporary folder it
+removes at the end.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class Distribution:
 
     @property
     def custom_loop(self) -> bool:
-        return self.kind == Strategy.multiworker
+        # Keras fit fails under both: multiworker on the first step (keras-team/keras#20585), mirrored on a last
+        # batch that does not split evenly over the replicas (measured: "AddN must have the same size", 4 vs 3).
+        return self.kind in (Strategy.mirrored, Strategy.multiworker)
 
     @property
     def per_replica_batch(self) -> int:
@@ -195,7 +198,10 @@ class Distribution:
         return dataclasses.replace(data, splits={k: [s for s, o in zip(v, self.owners[k]) if o == self.worker]
                                                  for k, v in data.splits.items()})
 
-    def positions(self, split: str) -> np.ndarray:
+    def positions(self, split: str, n: int) -> np.ndarray:
+        """The rows of the screened split (n files) that this worker's shard holds, in order."""
+        if not self.cluster:
+            return np.arange(n)
         return np.flatnonzero(self.owners[split] == self.worker)
 
     # --- collectives ----------------------------------------------------------------------------------------
@@ -255,11 +261,18 @@ def peer_lost(e: BaseException, dist: Distribution) -> bool:
                                                t.errors.InternalError))
 
 
-def peer_lost_message(e: BaseException, timeout: float | None = None) -> str:
+def peer_lost_message(e: BaseException) -> str:
+    """One line for a failed collective: TensorFlow's message starts with "Graph execution error:" and a
+    traceback; the reason is on the line that says what aborted the collective."""
     t = tf()
-    why = (f"no answer within {timeout or collective_timeout():g} s ({TIMEOUT_ENV})"
-           if isinstance(e, t.errors.DeadlineExceededError) else first_line(getattr(e, "message", e)))
-    return f"another worker stopped or cannot be reached: {why}"
+    if isinstance(e, t.errors.DeadlineExceededError):
+        why = f"no answer within {collective_timeout():g} s ({TIMEOUT_ENV})"
+    else:
+        lines = [line.strip() for line in str(getattr(e, "message", e)).splitlines() if line.strip()]
+        why = next((line for line in lines if "aborted by" in line or "Connection refused" in line),
+                   lines[-1] if lines else type(e).__name__)
+        why = why.split("aborted by:", 1)[-1].strip()
+    return f"another worker stopped or cannot be reached ({why[:200]})"
 
 
 # --- the multi-worker training loop ------------------------------------------------------------------------
@@ -293,7 +306,7 @@ def val_logs(loss_fn, labels: np.ndarray, probs: np.ndarray) -> dict:
 
 def fit_loop(dist: Distribution, model, train, val: Validation | None, *, loss_fn, optimizer, class_weights,
              epochs: int, initial_epoch: int, steps: int, callbacks: list, num_classes: int) -> None:
-    """Keras fit's contract (the same callbacks and logs) for MultiWorkerMirroredStrategy.
+    """Keras fit's contract (the same callbacks and logs) for MirroredStrategy and MultiWorkerMirroredStrategy.
 
     train: this worker's batched dataset at the per-replica batch; it is repeated and cut into full batches, and
     every worker runs `steps` steps an epoch (the collectives need the same count everywhere). loss_fn returns
@@ -308,6 +321,8 @@ def fit_loop(dist: Distribution, model, train, val: Validation | None, *, loss_f
     if class_weights:
         weights = t.constant([class_weights[i] for i in range(num_classes)], dtype=t.float32)
     variables = model.trainable_variables
+    if not optimizer.built:  # here, not lazily inside the tf.function: MirroredStrategy fails on that
+        optimizer.build(variables)
     SUM = t.distribute.ReduceOp.SUM
 
     def step(x, y):

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from imgclass_cli import __version__, fs, interrupts
-from imgclass_cli._tf import keras, tf
+from imgclass_cli._tf import is_debug, keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
 from imgclass_cli.data import dataset, pipeline, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
@@ -118,6 +118,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with dist.strategy.scope():
             history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist)
     except tf().errors.InvalidArgumentError as e:
+        if is_debug():
+            raise
         raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
         raise _interrupted(e, config, out, None) from None
@@ -408,7 +410,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     custom = dist is not None and dist.custom_loop
     val = None
     if custom and "val" in data.splits and data.splits["val"]:
-        val = distribute.Validation(fit.val, np.array([s.label for s in data.splits["val"]]), dist.positions("val"))
+        val = distribute.Validation(fit.val, np.array([s.label for s in data.splits["val"]]), dist.positions("val", len(data.splits["val"])))
 
     def state():
         return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
@@ -476,9 +478,9 @@ def _with_resume_hint(e: ImgclassError, config: TrainConfig, out: str, every_wor
     if not os.path.exists(os.path.join(folder, ckpt.STATE)):
         return e
     done = ckpt.read_state(folder)
-    every = " on every worker" if every_worker else ""
+    how = "continue by running on every worker" if every_worker else "continue with"
     return ImgclassError(f"{e.message}; the checkpoint of phase {done['phase']}, {done['epoch']} epoch(s) is intact: "
-                         f"continue with{every}: {_resume_command(config, out)}", exit_code=e.exit_code)
+                         f"{how}: {_resume_command(config, out)}", exit_code=e.exit_code)
 
 
 def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict | None) -> ImgclassError:
