@@ -61,6 +61,48 @@ def test_multiworker_without_a_usable_tf_config_fails_fast(runner, data_dir, tmp
     assert not os.path.exists(tmp_path / "r")
 
 
+def test_each_worker_checks_and_trains_its_own_shard_and_every_file_is_in_exactly_one(tmp_path):
+    """Two workers simulated in one process (the all-reduce is a plain sum): shards are disjoint and cover the
+    split; a bad file found by one worker leaves both lists, so both train the same files."""
+    from imgclass_cli.data.folders import Dataset, Sample
+
+    def data():
+        return Dataset(str(tmp_path), ["a", "b"], {"train": [Sample(f"t{i}", i % 2) for i in range(9)],
+                                                   "val": [Sample(f"v{i}", i % 2) for i in range(5)]})
+
+    full = [data(), data()]
+    workers = [distribute.Distribution(distribute.Strategy.multiworker, None, 2, 8, distribute.Cluster(2, w, f"worker {w}"))
+               for w in range(2)]
+    locals_ = []
+    for w, d in zip(workers, full):
+        local = w.local(d)
+        assert [s.path for s in local.splits["val"]] == [f"v{i}" for i in range(w.worker, 5, 2)]
+        # worker 1 finds t3 and v1 unreadable (what verify.screen would drop)
+        local.splits = {k: [s for s in v if s.path not in ("t3", "v1")] for k, v in local.splits.items()}
+        locals_.append(local)
+    contributions = []
+    for w in workers:
+        w.all_sum = lambda a, _c=contributions: (_c.append(a), a)[1]
+    for w, d, local in zip(workers, full, locals_):
+        w.screened(d, local)  # records each worker's flags
+    total = contributions[0] + contributions[1]
+    screened = []
+    for w, d, local in zip(workers, full, locals_):
+        w.all_sum = lambda a, _t=total: _t
+        screened.append(w.screened(d, local))
+    for d in screened:
+        assert [s.path for s in d.splits["train"]] == [f"t{i}" for i in range(9) if i != 3]
+        assert [s.path for s in d.splits["val"]] == ["v0", "v2", "v3", "v4"]
+    shards = [w.shard(d) for w, d in zip(workers, screened)]
+    for split in ("train", "val"):
+        paths = [s.path for sh in shards for s in sh.splits[split]]
+        assert sorted(paths) == sorted(s.path for s in screened[0].splits[split])  # each file exactly once
+    rows = np.concatenate([w.positions("val", 4) for w in workers])
+    assert sorted(rows) == [0, 1, 2, 3]
+    for w, sh in zip(workers, shards):
+        assert [screened[0].splits["val"][r].path for r in w.positions("val", 4)] == [s.path for s in sh.splits["val"]]
+
+
 # --- MirroredStrategy on two logical CPU devices ---------------------------------------------------------
 
 MIRRORED = """
