@@ -88,8 +88,15 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     with dist.outputs(config.out) as out:
         if out != config.out:
             config, callbacks = dataclasses.replace(config, out=out), None
-        with fs.locked(out):
-            result = _run(config, reporter, force, callbacks, dist)
+        try:
+            with fs.locked(out):
+                result = _run(config, reporter, force, callbacks, dist)
+        except ImgclassError as e:
+            if out == dist.run_out:
+                raise
+            # A worker's messages name its temporary folder; what to resume is the chief's run, beside OUT.
+            here, there = os.path.dirname(out), os.path.dirname(os.path.abspath(dist.run_out))
+            raise ImgclassError(e.message.replace(here, there), e.exit_code) from None
     return result if dist.is_chief else dataclasses.replace(result, out=dist.run_out, saved=False)
 
 
