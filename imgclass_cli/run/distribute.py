@@ -16,7 +16,6 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -363,9 +362,3 @@ def fit_loop(dist: Distribution, model, train, val: Validation | None, *, loss_f
             break
     cbs.on_train_end()
 
-
-def per_sample(loss) -> Callable:
-    """The same loss with reduction=None (per-sample values) for fit_loop."""
-    loss = keras().losses.get(loss) if isinstance(loss, str) else loss
-    loss.reduction = None
-    return loss
