@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from imgclass_cli import __version__, fs, interrupts
-from imgclass_cli._tf import is_debug, keras, tf
+from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
 from imgclass_cli.data import dataset, pipeline, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
@@ -125,8 +125,6 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with dist.strategy.scope():
             history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist)
     except tf().errors.InvalidArgumentError as e:
-        if is_debug():
-            raise
         raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
         raise _interrupted(e, config, out, None) from None
@@ -417,7 +415,8 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     custom = dist is not None and dist.custom_loop
     val = None
     if custom and "val" in data.splits and data.splits["val"]:
-        val = distribute.Validation(fit.val, np.array([s.label for s in data.splits["val"]]), dist.positions("val", len(data.splits["val"])))
+        labels = np.array([s.label for s in data.splits["val"]])
+        val = distribute.Validation(fit.val, labels, dist.positions("val", len(labels)))
 
     def state():
         return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
@@ -454,7 +453,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
                 cbs.append(ckpt.early_stopping(config.patience))
             cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
             try:
-                if custom:  # Keras fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585)
+                if custom:  # mirrored, multiworker: Keras fit fails under both (see run/distribute.py)
                     distribute.fit_loop(dist, fit.model, fit.train, val, loss_fn=make_loss(config, num_classes, None),
                                         optimizer=opt, class_weights=weights, epochs=phase.epochs,
                                         initial_epoch=initial, steps=steps, callbacks=cbs, num_classes=num_classes)
