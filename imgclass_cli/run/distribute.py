@@ -230,11 +230,10 @@ def start(config: TrainConfig) -> Distribution:
     if kind == Strategy.default:
         strategy = t.distribute.get_strategy()
     elif kind == Strategy.mirrored:
-        # Without GPUs MirroredStrategy takes one CPU; name every logical CPU device (a machine split with
-        # tf.config.set_logical_device_configuration) so that they are all replicas.
-        devices = [] if gpus else [d.name for d in t.config.list_logical_devices("CPU")]
-        strategy = t.distribute.MirroredStrategy(devices or None)
-        devices = list(strategy.extended.worker_devices)
+        # Every local GPU; without GPUs every logical CPU device (one, unless the machine was split with
+        # tf.config.set_logical_device_configuration, as the tests do).
+        strategy = t.distribute.MirroredStrategy()
+        devices = [d.rsplit("/", 1)[-1] for d in strategy.extended.worker_devices]
     else:
         impl = t.distribute.experimental.CommunicationImplementation
         # RING works on CPU (NCCL needs GPUs); the timeout turns a hung peer into an error instead of a hang.
