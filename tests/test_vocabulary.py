@@ -114,6 +114,7 @@ ENV_CASES = [
     (["train", "d"], "IMGCLASS_QUIET", "maybe", "one of 1, 0, true, false, yes, no, on, off"),
     (["train", "d"], "IMGCLASS_TENSORBOARD", "x", "one of 1, 0, true, false, yes, no, on, off"),
     (["train", "d"], "IMGCLASS_ON_BAD_IMAGE", "ignore", "one of skip, fail"),
+    (["train", "d"], "IMGCLASS_STRATEGY", "tpu", "one of auto, default, mirrored, multiworker"),
     (["finetune", "d"], "IMGCLASS_BACKBONE", "vgg61", "unknown backbone 'vgg61' (did you mean vgg19?)"),
     (["evaluate", "r", "d"], "IMGCLASS_EVALUATE_FORMAT", "jsonl", "one of table, json, csv"),
     (["evaluate", "r", "d"], "IMGCLASS_FORMAT", "xml", "one of table, json, csv"),
