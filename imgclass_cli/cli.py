@@ -299,6 +299,7 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
     if logdir:
         plots.move_tensorboard_logs(logdir, result.out)
     output.print_train_summary(result, quiet)
+    reporter.info(output.timings_line(result.timings))
     reporter.info(f"saved {result.out}")
 
 
