@@ -339,6 +339,7 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     train_ds = pipeline.build(train_samples, spec, training=True, images=kept.get("train"))
     val_ds = pipeline.build(val_samples, spec, training=False, images=kept.get("val")) if val_samples else None
     if not (config.command == "finetune" and config.cache):
+        data.images = {}  # the datasets hold the pixels now: at the 2 GB cache limit, not twice
         return FitData(model, train_ds, val_ds, None, [])
     base = model.get_layer(build.BACKBONE_LAYER)
     trunk, top = feature_cache.split_backbone(base, top_layers) if top_layers else (None, None)
@@ -375,6 +376,7 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     except KeyboardInterrupt:
         close_caches(fit)
         raise
+    data.images = {}  # every pass that needed the pixels is done
     reporter.info(f"feature cache ready in {time.time() - t0:.1f}s")
     if views > 1:
         fit.steps_per_epoch = -(-len(train_samples) // spec.batch_size)
