@@ -174,6 +174,7 @@ def test_same_seed_same_metrics(data_dir, tmp_path, runner):
 # --- issue 12: timings of a run, the fused decode check ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_timings_are_recorded_in_the_run_and_printed(runner, data_dir, tmp_path):
     import time
 
