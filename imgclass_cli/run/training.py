@@ -121,12 +121,11 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         y, probs = val_pred
         report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
     try:
-        _save_run(out, force, config, data, image_size, model, history, report, reporter, timings, started)
+        recorded = _save_run(out, force, config, data, image_size, model, history, report, reporter, timings, started)
     except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
         raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
-    return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started,
-                       timings.to_dict(time.time() - started))
+    return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started, recorded)
 
 
 class Timings:
@@ -210,7 +209,8 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
-              report: Report | None, reporter: Reporter, timings: Timings, started: float) -> None:
+              report: Report | None, reporter: Reporter, timings: Timings, started: float) -> dict:
+    """Writes the run; returns the timings it recorded (what train and finetune print)."""
     root = os.path.abspath(data.root)
     split_rows = [
         {"path": os.path.relpath(os.path.abspath(s.path), root), "class": data.class_names[s.label], "split": split}
@@ -239,7 +239,9 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
             rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None,
                         split_rows)
             plots.save_training_curves(history, tmp, reporter.warn)
-        rundir.save_timings(tmp, timings.to_dict(time.time() - started))  # last: `save` covers the rest
+        recorded = timings.to_dict(time.time() - started)
+        rundir.save_timings(tmp, recorded)  # last: `save` covers the rest
+    return recorded
 
 
 # --- phases, feature cache, checkpoints ------------------------------------------------------------------------
