@@ -41,3 +41,16 @@ def load_average() -> str:
         return open("/proc/loadavg").read().split()[0]
     except OSError:
         return "?"
+
+
+def timings(run_dir: str) -> dict:
+    """The run's timings.json (seconds per stage) written by train/finetune."""
+    return json.load(open(os.path.join(run_dir, "timings.json")))
+
+
+def timings_text(t: dict) -> str:
+    ep = t["epochs"]
+    return (f"scan {t['scan']:.1f}s, model {t['model']:.1f}s, check {t['check']:.1f}s, feature cache "
+            f"{t['feature_cache']:.1f}s, {len(ep)} epochs {sum(ep):.1f}s (first {ep[0] if ep else 0:.1f}s, mean "
+            f"{sum(ep) / max(1, len(ep)):.1f}s), final validation {t['final_validation']:.1f}s, save {t['save']:.1f}s, "
+            f"other {t['other']:.1f}s; total {t['total']:.1f}s")

@@ -5,7 +5,7 @@ augmentation layers, Rescaling(1/255), a frozen backbone, GAP + softmax, model.f
 epochs: the frozen backbone runs on every image in every epoch. imgclass runs it once (feature cache).
 No ImageNet weights offline: both use --weights none (random backbone), which changes accuracy, not the cost.
 
-    .venv/bin/python bench/finetune_vs_seed003.py [--backbone mobilenetv2] [--size 224] [--epochs 10]
+    .venv/bin/python bench/finetune_vs_seed003.py [--backbone vgg16] [--size 160] [--epochs 5]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PYTHON, imgclass, load_average, run  # noqa: E402
+from _common import PYTHON, imgclass, load_average, run, timings, timings_text  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "hymenoptera_data")
 
@@ -51,9 +51,9 @@ print(f"SEED fit {time.time() - t1:.1f}s total {time.time() - t0:.1f}s val_accur
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backbone", default="mobilenetv2")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--backbone", default="vgg16")
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--data", default=os.path.abspath(DATA))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench-a-")
@@ -67,14 +67,16 @@ def main():
     seed_fit, seed_acc = float(m.group(1)), float(m.group(3))
     print(f"seed 003 recipe: wall {seed_wall:.1f}s (model.fit {seed_fit:.1f}s), val accuracy {seed_acc:.3f}")
 
+    ft = os.path.join(tmp, "ft")
     wall, log = imgclass("finetune", a.data, "--backbone", a.backbone, "--weights", "none", "--image-size", str(a.size),
-                         "--epochs", str(a.epochs), "--out", os.path.join(tmp, "ft"))
-    cache_s = float(re.search(r"feature cache ready in ([\d.]+)s", log).group(1))
-    epoch_s = sum(float(x) for x in re.findall(r"epoch \d+/\d+ .*\(([\d.]+)s\)", log))
+                         "--epochs", str(a.epochs), "--out", ft)
+    t = timings(ft)
+    cache_s, epoch_s = t["feature_cache"], sum(t["epochs"])
     acc = float(re.search(r"final val_accuracy\s*\S\s*([\d.]+)", log).group(1))
     print(f"imgclass finetune: wall {wall:.1f}s (feature cache {cache_s:.1f}s + {a.epochs} head epochs {epoch_s:.1f}s), "
           f"val accuracy {acc:.3f}")
-    print(f"ratio wall time seed / imgclass: {seed_wall / wall:.1f}x; phase 1 (fit) seed {seed_fit:.1f}s vs imgclass "
+    print(f"imgclass stages: {timings_text(t)}")
+    print(f"ratio wall time seed / imgclass: {seed_wall / wall:.2f}x; phase 1 (fit) seed {seed_fit:.1f}s vs imgclass "
           f"{cache_s + epoch_s:.1f}s: {seed_fit / (cache_s + epoch_s):.1f}x; load average at end {load_average()}")
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import PYTHON, evaluate, imgclass, load_average, run  # noqa: E402
+from _common import PYTHON, evaluate, imgclass, load_average, run, timings, timings_text  # noqa: E402
 
 SEED_RECIPE = r'''
 import sys, time
@@ -69,6 +69,7 @@ def main():
     size = re.search(r"at (\d+)px", log).group(1)
     print(f"imgclass train (defaults{' ' + ' '.join(extra) if extra else ''}; {size}px): test accuracy {acc:.4f}, "
           f"{wall:.0f}s wall for train (load average {load_average()}); log {tmp}/imgclass.log")
+    print(f"imgclass stages: {timings_text(timings(run_dir))}")
     if seed_s:
         print(f"accuracy {acc:.4f} vs {seed_acc:.4f} (+{acc - seed_acc:.4f}); time ratio imgclass/seed {wall / seed_s:.2f}")
 

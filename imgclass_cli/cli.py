@@ -301,6 +301,7 @@ def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False
     if logdir and result.saved:  # another worker's logdir is the chief's: leave it to the chief
         plots.move_tensorboard_logs(logdir, result.out)
     output.print_train_summary(result, quiet)
+    reporter.info(output.timings_line(result.timings))
     reporter.info(f"saved {result.out}" if result.saved else f"done; the chief saves the run in {result.out}")
 
 

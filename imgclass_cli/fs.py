@@ -60,7 +60,7 @@ class OutputKind:
 
 RUN_MARKER_KEY = "imgclass_version"
 RUN_FILES = ("config.json", "model.keras", "labels.json", "history.csv", "metrics.json", "split.csv",
-             "training_curves.png", "confusion_matrix.png", "misclassified.csv", "tensorboard/*")
+             "timings.json", "training_curves.png", "confusion_matrix.png", "misclassified.csv", "tensorboard/*")
 RUN = OutputKind("run", "an imgclass run directory", legacy_marker="config.json",
                  legacy_signature=_json_has(RUN_MARKER_KEY), legacy_files=RUN_FILES)
 EXPORT = OutputKind("export", "an imgclass export directory", legacy_marker="export.json",

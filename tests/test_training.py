@@ -73,8 +73,9 @@ def test_feature_cache_gives_the_weights_of_the_plain_path(data_dir, tmp_path):
                           batch_size=8, learning_rate=0.01, augment=Augment.none, dropout=0.0, cache=cache,
                           out=str(tmp_path / f"cache-{cache}"))
         reporter = Collect()
-        training.run(cfg, reporter)
+        result = training.run(cfg, reporter)
         assert any("feature cache" in m for m in reporter.messages) == cache
+        assert (result.timings["feature_cache"] > 0) == cache  # the backbone pass is timed as its own stage
         model, _ = rundir.load(cfg.out)
         weights[cache] = model.get_layer("classifier").get_weights()
     from imgclass_cli.model import build as models
@@ -168,3 +169,81 @@ def test_same_seed_same_metrics(data_dir, tmp_path, runner):
     assert _history(runs[0]) == _history(runs[1])
     cfg = json.load(open(os.path.join(runs[0], "config.json")))
     assert cfg["image_size"] == 20  # the fixture's 20 px images: the scratch CNN trains at their own size
+
+
+# --- issue 12: timings of a run, the fused decode check ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_timings_are_recorded_in_the_run_and_printed(runner, data_dir, tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    t0 = time.time()
+    r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "2",
+                            "--out", str(out)])
+    wall = time.time() - t0
+    assert r.exit_code == 0, r.output
+    t = json.load(open(out / "timings.json"))
+    stages = ["scan", "model", "check", "feature_cache", "epochs", "final_validation", "save", "total", "other"]
+    assert list(t) == stages
+    assert len(t["epochs"]) == 2 and all(s >= 0 for s in t["epochs"])
+    assert all(t[k] >= 0 for k in stages if k != "epochs")
+    assert t["check"] > 0 and t["save"] > 0 and t["final_validation"] > 0 and t["feature_cache"] == 0  # no cache
+    parts = sum(t[k] for k in stages if k not in ("epochs", "total")) + sum(t["epochs"])
+    assert parts == pytest.approx(t["total"], abs=0.01)  # the stages and `other` add up to the total ...
+    assert t["total"] <= wall and t["other"] < 0.5 * t["total"]  # ... which is the run's own time, mostly staged
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("time ")]
+    assert len(line) == 1 and f"time {t['total']:.1f}s: " in line[0] and "2 epochs" in line[0] and "check" in line[0]
+
+
+def _pngs(root, n_per_class, size=8):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        os.makedirs(root / c, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i:04d}.png")
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_fused_check_names_a_corrupt_image_in_the_middle_and_keeps_the_rest_decoded(tmp_path, policy):
+    """More files than one generator chunk; two files that pass the header probe but fail the decode, one in the
+    middle of the first class and one later: skip names both and keeps every other image exactly as decoded;
+    fail names the first in path order."""
+    from imgclass_cli.data import dataset, verify
+    from imgclass_cli.data.imagefile import decode
+
+    _pngs(tmp_path, 200)
+    bad = [tmp_path / "a" / "0100.png", tmp_path / "b" / "0150.png"]
+    for p in bad:
+        p.write_bytes(p.read_bytes()[:60])  # header and IHDR intact, pixel data cut
+    data = dataset.scan(str(tmp_path), val_split=0.25, seed=1)
+    assert verify.check_file(str(bad[0]), decode=False).ok  # only the decode finds it
+    warned = []
+    if policy == "fail":
+        with pytest.raises(ImgclassError) as e:
+            verify.screen(data, policy, warned.append, image_size=6)
+        assert e.value.message.startswith(f"{bad[0]}: cannot decode") and "--on-bad-image fail" in e.value.message
+        return
+    reason = verify.check_file(str(bad[0])).reason
+    data = verify.screen(data, policy, warned.append, image_size=6)
+    assert warned == [f"skipping {bad[0]}: {reason}", f"skipping {bad[1]}: {verify.check_file(str(bad[1])).reason}"]
+    assert data.image_size == 6 and sum(len(v) for v in data.splits.values()) == 398
+    for split, samples in data.splits.items():
+        images = data.images[split]
+        assert images.shape == (len(samples), 6, 6, 3) and images.dtype == np.uint8
+        for i in (0, len(samples) // 2, len(samples) - 1):
+            np.testing.assert_array_equal(images[i], decode(open(samples[i].path, "rb").read(), 6).numpy())
+
+
+def test_check_keeps_no_images_when_they_would_not_fit(tmp_path, monkeypatch):
+    from imgclass_cli import config
+    from imgclass_cli.data import dataset, verify
+
+    _pngs(tmp_path, 5)
+    monkeypatch.setattr(config, "MEMORY_CACHE_LIMIT_BYTES", 100)
+    monkeypatch.setattr("imgclass_cli.data.pipeline.MEMORY_CACHE_LIMIT_BYTES", 100)
+    data = verify.screen(dataset.scan(str(tmp_path), val_split=0, seed=1), "skip", print, image_size=8)
+    assert data.images == {} and len(data.splits["train"]) == 10  # checked, streamed later

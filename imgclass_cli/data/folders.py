@@ -33,6 +33,10 @@ class Dataset:
     layout: str = "classes"  # "classes" or "splits"
     verified: bool = False  # True when every sample was decode-checked already (a prepared folder's manifest)
     eval_split: str | None = None  # the split scan_for_eval chose (test, val, ...); None: a folder of class folders
+    # Decoded images kept by the decode check (verify.screen): uint8 (n, image_size, image_size, 3) per split, in
+    # the order of that split's samples; empty when they did not fit in memory or were not asked for.
+    images: dict = field(default_factory=dict)
+    image_size: int = 0
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))

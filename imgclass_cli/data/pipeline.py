@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -44,32 +45,104 @@ class PipelineSpec:
     augment: Augment = Augment.none
 
 
-def build(samples: list[Sample], spec: PipelineSpec, *, training: bool):
+def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: np.ndarray | None = None):
     """A batched tf.data.Dataset of (float32 images 0-255, int labels).
 
-    Decoded images are cached in memory when they fit (so later epochs never decode again);
-    otherwise files stream from disk every epoch. Training data is reshuffled every epoch with the seed.
+    `images`: the samples already decoded (uint8, spec.image_size, in sample order; verify.screen fills them in
+    the same pass as the decode check): batches are sliced from memory, nothing is read or decoded. Otherwise
+    decoded images are cached in memory when they fit (so later epochs never decode again), else files stream
+    from disk every epoch. Training data is reshuffled every epoch with the seed, the same order either way.
     """
     t = tf()
     AUTOTUNE = t.data.AUTOTUNE
-    paths = [s.path for s in samples]
     labels = np.array([s.label for s in samples], dtype=np.int32)
-    orientations = np.array([getattr(s, "orientation", 1) for s in samples], dtype=np.int32)
-    ds = t.data.Dataset.from_tensor_slices((paths, labels, orientations))
-    cache = fits_in_memory(len(samples), spec.image_size)
-    if training and not cache:
-        ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
-    size = spec.image_size
-    ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, o), y), num_parallel_calls=AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache()
+    if images is not None:
+        if images.shape != (len(samples), spec.image_size, spec.image_size, 3):
+            raise ValueError(f"decoded images of shape {images.shape} for {len(samples)} samples at {spec.image_size}px")
+        ds = t.data.Dataset.from_tensor_slices((images, labels))
         if training:
             ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
+    else:
+        paths = [os.fsencode(s.path) for s in samples]
+        orientations = np.array([getattr(s, "orientation", 1) for s in samples], dtype=np.int32)
+        ds = t.data.Dataset.from_tensor_slices((paths, labels, orientations))
+        cache = fits_in_memory(len(samples), spec.image_size)
+        if training and not cache:
+            ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
+        size = spec.image_size
+        ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, o), y), num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
+        if cache:
+            ds = ds.cache()
+            if training:
+                ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
     ds = ds.batch(spec.batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=AUTOTUNE)
     aug = augmentation(spec.augment, spec.seed) if training else None
     if aug is not None:
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+_CHUNK = 256  # files probed per generator step: one Python->TF hand-over per chunk, not per file
+
+
+def decode_all(n: int, item: Callable[[int], tuple[str, int] | None], image_size: int, *, keep: bool,
+               stop: Callable[[], bool] = lambda: False, stop_on_error: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | None, list[int]]:
+    """Decode n files with imagefile.decode in one parallel tf.data pipeline (all cores), each file once, in order.
+
+    item(i) -> (path, EXIF orientation) of file i, or None to leave it out (it runs in the pipeline's generator,
+    so a header probe there overlaps the decoding of earlier files); stop() is asked after a file is left out
+    and ends the pass. Returns (uint8 array (n, size, size, 3) with the decoded images, zeros where a file was
+    left out or failed -- None without keep; the indices of files that failed to read or decode). A failure
+    only drops its element (ignore_errors): the caller asks imagefile for the reason, file by file.
+    progress(done, n) counts files handled, in order.
+    """
+    t = tf()
+    yielded: list[int] = []
+
+    def chunks():
+        idx, paths, orients = [], [], []
+        for i in range(n):
+            it = item(i)
+            if it is not None:
+                yielded.append(i)
+                idx.append(i)
+                paths.append(os.fsencode(it[0]))
+                orients.append(it[1])
+            elif stop():
+                break
+            if len(idx) == _CHUNK or (it is None and idx):
+                yield np.array(idx, np.int64), np.array(paths, dtype=object), np.array(orients, np.int32)
+                idx, paths, orients = [], [], []
+        if idx:
+            yield np.array(idx, np.int64), np.array(paths, dtype=object), np.array(orients, np.int32)
+
+    sig = (t.TensorSpec([None], t.int64), t.TensorSpec([None], t.string), t.TensorSpec([None], t.int32))
+    ds = t.data.Dataset.from_generator(chunks, output_signature=sig).unbatch()
+    ds = ds.map(lambda i, p, o: (i, decode(t.io.read_file(p), image_size, o)), num_parallel_calls=t.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.ignore_errors().batch(64).prefetch(4)
+    images = np.zeros((n, image_size, image_size, 3), np.uint8) if keep else None
+    failed: list[int] = []
+    k = 0  # position in `yielded`: every yielded index before the next one received has failed
+    for idx, x in ds:
+        idx = idx.numpy()
+        for r in idx:
+            while yielded[k] != r:
+                failed.append(yielded[k])
+                k += 1
+            k += 1
+        if images is not None:
+            images[idx] = x.numpy()
+        if progress is not None:
+            progress(int(idx[-1]) + 1, n)
+        if failed and stop_on_error:
+            return images, failed
+    failed.extend(yielded[k:])
+    if progress is not None:
+        progress(n, n)
+    return images, failed
 
 
 @dataclass

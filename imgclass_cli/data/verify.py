@@ -8,9 +8,12 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from imgclass_cli.config import OnBadImage
+from imgclass_cli.data import pipeline
 from imgclass_cli.data.folders import Dataset
-from imgclass_cli.data.imagefile import FileInfo, decode_error, probe_bytes, why_not_image
+from imgclass_cli.data.imagefile import CHECK_SIZE, FileInfo, decode_error, probe_bytes, why_not_image
 from imgclass_cli.errors import ImgclassError
 
 
@@ -63,37 +66,56 @@ def fail_message(path: str, reason: str) -> str:
 
 
 def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], None],
-           min_classes: int = 1, progress: Callable[[int, int], None] | None = None) -> Dataset:
+           min_classes: int = 1, progress: Callable[[int, int], None] | None = None,
+           image_size: int | None = None) -> Dataset:
     """Decode-check every sample before any epoch starts: skip (warn, naming each file) or fail on the first.
 
-    A prepared folder's samples were checked by prepare (data.verified): its bad files are reported, not decoded.
-    Sets each sample's EXIF orientation. Returns the same Dataset with bad samples removed.
-    progress(done, total) is called after each decoded file.
+    One pass over the files: the header probe (check_file without decoding) in order, and the decode with the
+    training decoder in a parallel tf.data pipeline (pipeline.decode_all). With `image_size`, the decoded images
+    are kept (data.images, uint8) when they fit in memory, so the first epoch decodes nothing again; a prepared
+    folder's samples were checked by prepare (data.verified): its bad files are reported, not probed, and its
+    images are only decoded to be kept. A file that fails the decode is decoded once more on its own
+    (imagefile.decode_error) for the reason. Sets each sample's EXIF orientation; returns the same Dataset with
+    bad samples removed. progress(done, total) is called as files are done.
     """
     policy = OnBadImage(on_bad_image)
     known_bad = sorted(data.skipped)
     if policy == OnBadImage.fail and known_bad:
         raise ImgclassError(fail_message(*known_bad[0]))
     samples = [s for split in data.splits.values() for s in split]
+    keep = image_size is not None and pipeline.fits_in_memory(len(samples), image_size)
     bad: dict[str, str] = {}
-    total = len(samples)
-    tick = progress or (lambda done, total: None)
-    if not data.verified:
-        if policy == OnBadImage.fail:
-            for i, s in enumerate(sorted(samples, key=lambda s: s.path), 1):
-                info = check_file(s.path, digest=False)
-                tick(i, total)
+    if not data.verified or keep:
+        fail = policy == OnBadImage.fail
+        # --on-bad-image fail names the first bad file in path order: check in that order and stop there.
+        order = sorted(range(len(samples)), key=lambda i: samples[i].path) if fail else list(range(len(samples)))
+
+        def item(j):
+            s = samples[order[j]]
+            if not data.verified:
+                info = check_file(s.path, decode=False, digest=False)
                 if not info.ok:
-                    raise ImgclassError(fail_message(s.path, info.reason))
-                s.orientation = info.orientation
-        else:
-            done = iter(range(1, total + 1))
-            infos = check_files([s.path for s in samples], digest=False, on_done=lambda _: tick(next(done), total))
-            for s, info in zip(samples, infos):
-                if info.ok:
-                    s.orientation = info.orientation
-                else:
                     bad[s.path] = info.reason
+                    return None
+                s.orientation = info.orientation
+            return s.path, s.orientation
+
+        size = image_size if keep else CHECK_SIZE
+        decoded, failed = pipeline.decode_all(len(samples), item, size, keep=keep, stop=lambda: fail and bool(bad),
+                                              stop_on_error=fail, progress=progress)
+        for j in failed:  # in order: with fail, the first is the first bad file
+            s = samples[order[j]]
+            bad[s.path] = check_file(s.path, digest=False).reason or "cannot decode: unknown error"
+            if fail:
+                raise ImgclassError(fail_message(s.path, bad[s.path]))
+        if fail and bad:
+            raise ImgclassError(fail_message(*next(iter(bad.items()))))
+        if keep:
+            images = decoded
+            if fail:  # back to sample order
+                images = np.empty_like(decoded)
+                images[order] = decoded
+            _keep_images(data, images, bad)
     for path, reason in known_bad + sorted(bad.items()):
         warn(f"skipping {path}: {reason}")
     if bad:
@@ -104,3 +126,16 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
             raise ImgclassError(f"{data.root}: fewer than {min_classes} classes have readable images after skipping "
                                 f"{len(bad)} bad file(s)")
     return data
+
+
+def _keep_images(data: Dataset, images, bad: dict[str, str]) -> None:
+    """data.images[split]: the decoded images of each split's samples that are not bad, in sample order."""
+    start = 0
+    data.images = {}
+    for split, split_samples in data.splits.items():
+        block = images[start:start + len(split_samples)]
+        start += len(split_samples)
+        if bad:
+            block = block[[s.path not in bad for s in split_samples]]
+        data.images[split] = block
+    data.image_size = images.shape[1]

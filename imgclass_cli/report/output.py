@@ -290,6 +290,17 @@ def print_train_summary(result, quiet: bool) -> None:
             con.print(table)
 
 
+def timings_line(timings: dict) -> str:
+    """'time 61.2s: scan 0.4s, check 9.1s, 12 epochs 44.0s (3.7s each), final validation 0.8s, save 0.3s, other ...'"""
+    parts = []
+    for k, v in timings.items():
+        if k == "epochs" and v:
+            parts.append(f"{len(v)} epoch{'s' if len(v) > 1 else ''} {sum(v):.1f}s ({sum(v) / len(v):.1f}s each)")
+        elif k not in ("epochs", "total") and (v >= 0.05 or k == "other"):
+            parts.append(f"{k.replace('_', ' ')} {v:.1f}s")
+    return f"time {timings.get('total', 0):.1f}s: " + ", ".join(parts)
+
+
 def _csv_row(rec: dict, k: int) -> list:
     row = [rec["path"], rec["status"], rec["label"] or "", "" if rec["confidence"] is None else f"{rec['confidence']:.6f}"]
     if k > 1:

@@ -92,10 +92,12 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
     stage = stage or _no_stage
     info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
     data = dataset.scan_for_eval(data_path, config.split)
-    # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here.
+    # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here. The
+    # check keeps the decoded images (when they fit in memory): the evaluation decodes nothing again.
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with stage("checking images") as progress:
-        data = verify.screen(data, config.on_bad_image, warn or (lambda m: None), progress=progress)
+        data = verify.screen(data, config.on_bad_image, warn or (lambda m: None), progress=progress,
+                             image_size=info.image_size)
     known = {name: i for i, name in enumerate(info.class_names)}
     unknown = [c for c in data.class_names if c not in known]
     if unknown:
@@ -107,7 +109,8 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
     model, _ = rundir.load(run_path)
     spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed)
     with stage("evaluating", len(samples)) as progress:
-        y, probs = predict_probs(model, pipeline.build(samples, spec, training=False), progress)
+        y, probs = predict_probs(model, pipeline.build(samples, spec, training=False, images=data.images.get("eval")),
+                                 progress)
     report = compute_report(
         y, probs, info.class_names,
         extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": data.eval_split or "all"},

@@ -18,6 +18,7 @@ CONFIG = fs.RUN.legacy_marker  # config.json: its imgclass_version key marks a r
 HISTORY = "history.csv"
 METRICS = "metrics.json"
 SPLIT = "split.csv"
+TIMINGS = "timings.json"
 MARKER_KEY = fs.RUN_MARKER_KEY
 
 
@@ -67,6 +68,10 @@ def save(folder: str, model, class_names: list[str], config: dict, history: list
     fs.write_text_atomic(os.path.join(folder, SPLIT), fs.rows_to_csv(split_rows, ["path", "class", "split"]))
     if metrics is not None:
         fs.write_json_atomic(os.path.join(folder, METRICS), metrics)
+
+
+def save_timings(folder: str, timings: dict) -> None:
+    fs.write_json_atomic(os.path.join(folder, TIMINGS), timings)
 
 
 def read_json(path: str):

@@ -49,6 +49,7 @@ class TrainResult:
     report: Report | None
     seconds: float
     saved: bool = True  # False on a worker that is not the chief: `out` is the chief's run directory
+    timings: dict = dataclasses.field(default_factory=dict)  # seconds per stage (timings.json in the run)
 
 
 def _keras_callback(reporter: Reporter, epochs: int, steps: int):
@@ -103,27 +104,31 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
          dist: distribute.Distribution) -> TrainResult:
     started = time.time()
+    timings = Timings()
     out = config.out
     _check_outputs(config, force)
-    data, image_size = _scan(config)
+    with timings("scan"):
+        data, image_size = _scan(config)
 
     keras().utils.set_random_seed(config.seed)
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
     # parallel tf.data map and consume their seed state in a racy order (observed: runs differed from epoch 1).
     tf().config.experimental.enable_op_determinism()
     try:
-        with dist.strategy.scope():
+        with dist.strategy.scope(), timings("model"):
             model = build.build_classifier(
                 config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
                 trainable_backbone=False if config.command == "finetune" else None,
             )
         # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
-        data = _check_images(config, data, image_size, reporter, dist)
+        with timings("check"):
+            data = _check_images(config, data, image_size, reporter, dist)
         counts = {split: len(samples) for split, samples in data.splits.items()}
         spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
         with dist.strategy.scope():
-            history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist)
+            history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist,
+                                           timings)
     except tf().errors.InvalidArgumentError as e:
         raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
@@ -142,11 +147,57 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         y, probs = val_pred
         report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
     try:
-        _save_run(out, force, config, data, image_size, model, history, report, reporter, dist)
+        recorded = _save_run(out, force, config, data, image_size, model, history, report, reporter, dist,
+                             timings, started)
     except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
         raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
-    return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started)
+    return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started,
+                       timings=recorded)
+
+
+class Timings:
+    """Seconds per stage of a run (scan, model, check, feature cache, each epoch, final validation, save), kept in
+    the run as timings.json and printed at the end; `with timings("stage"):` adds the block's time to a stage."""
+
+    STAGES = ("scan", "model", "check", "feature_cache", "epochs", "final_validation", "save")
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.epochs: list[float] = []
+
+    def __call__(self, stage: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+        return timed()
+
+    def epoch_callback(self):
+        epochs = self.epochs
+
+        class _EpochTimer(keras().callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                epochs.append(round(time.perf_counter() - self.t0, 3))
+
+        return _EpochTimer()
+
+    def to_dict(self, total: float) -> dict:
+        """Every stage (0 when it did not run); `epochs` lists each epoch (its validation and checkpoint included);
+        `other` is the rest of `total` (TensorFlow setup, compiling, the run's lock and clean-up)."""
+        d: dict = {k: list(self.epochs) if k == "epochs" else round(self.seconds.get(k, 0.0), 3) for k in self.STAGES}
+        d["total"] = round(total, 3)
+        d["other"] = round(max(0.0, total - sum(self.seconds.values()) - sum(self.epochs)), 3)
+        return d
 
 
 def _check_outputs(config: TrainConfig, force: bool) -> None:
@@ -173,8 +224,11 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
     """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
     mid-epoch. Under multiworker each worker checks only its own shard."""
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
+    # Decoded at the training size: the same pass fills the in-memory image cache, so epoch 1 decodes nothing.
     with reporter.stage("checking images", unit="images") as progress:
-        local = verify.screen(dist.local(data), config.on_bad_image, reporter.warn, min_classes=2, progress=progress)
+        # Under multiworker the kept images are of this worker's shard only; screened() drops them (it streams).
+        local = verify.screen(dist.local(data), config.on_bad_image, reporter.warn, min_classes=2, progress=progress,
+                              image_size=image_size)
     data = dist.screened(data, local)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
@@ -185,7 +239,9 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
-              report: Report | None, reporter: Reporter, dist: distribute.Distribution) -> None:
+              report: Report | None, reporter: Reporter, dist: distribute.Distribution, timings: Timings,
+              started: float) -> dict:
+    """Writes the run; returns the timings it recorded (what train and finetune print)."""
     root = os.path.abspath(data.root)
     split_rows = [
         {"path": os.path.relpath(os.path.abspath(s.path), root), "class": data.class_names[s.label], "split": split}
@@ -211,8 +267,13 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
         "versions": rundir.library_versions(),
     }
     with fs.staged(out, force, fs.RUN) as tmp:
-        rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None, split_rows)
-        plots.save_training_curves(history, tmp, reporter.warn)
+        with timings("save"):
+            rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None,
+                        split_rows)
+            plots.save_training_curves(history, tmp, reporter.warn)
+        recorded = timings.to_dict(time.time() - started)
+        rundir.save_timings(tmp, recorded)  # last: `save` covers the rest
+    return recorded
 
 
 # --- phases, feature cache, checkpoints ------------------------------------------------------------------------
@@ -309,9 +370,11 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     """The plain image pipelines, or (finetune with --cache) the frozen part run once into a feature cache."""
     train_samples = data.splits["train"]
     val_samples = data.splits.get("val", [])
-    train_ds = pipeline.build(train_samples, spec, training=True)
-    val_ds = pipeline.build(val_samples, spec, training=False) if val_samples else None
+    kept = data.images if data.image_size == spec.image_size else {}  # decoded by the check (verify.screen)
+    train_ds = pipeline.build(train_samples, spec, training=True, images=kept.get("train"))
+    val_ds = pipeline.build(val_samples, spec, training=False, images=kept.get("val")) if val_samples else None
     if not (config.command == "finetune" and config.cache):
+        data.images = {}  # the datasets hold the pixels now: at the 2 GB cache limit, not twice
         return FitData(model, train_ds, val_ds, None, [])
     base = model.get_layer(build.BACKBONE_LAYER)
     trunk, top = feature_cache.split_backbone(base, top_layers) if top_layers else (None, None)
@@ -323,8 +386,9 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
 
     def train_views(v):
         if config.augment == Augment.none:
-            return pipeline.build(train_samples, plain, training=False)
-        return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True)
+            return pipeline.build(train_samples, plain, training=False, images=kept.get("train"))
+        return pipeline.build(train_samples, dataclasses.replace(spec, seed=spec.seed + v), training=True,
+                              images=kept.get("train"))
 
     # An on-disk cache goes into a new folder of its own inside --cache-dir (default: beside --out).
     disk = config.cache_dir or os.path.dirname(os.path.abspath(config.out or folder))
@@ -339,13 +403,15 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
         if val_samples:
             with reporter.stage("feature cache (val)") as progress:
                 val_cache = feature_cache.build(fn, shapes,
-                                                lambda v: pipeline.build(val_samples, plain, training=False),
+                                                lambda v: pipeline.build(val_samples, plain, training=False,
+                                                                         images=kept.get("val")),
                                                 len(val_samples), 1, disk_parent=disk, progress=progress)
             fit.caches.append(val_cache)
             fit.val = feature_cache.dataset(val_cache, spec.batch_size, spec.seed, shuffle=False)
     except KeyboardInterrupt:
         close_caches(fit)
         raise
+    data.images = {}  # every pass that needed the pixels is done
     reporter.info(f"feature cache ready in {time.time() - t0:.1f}s")
     if views > 1:
         fit.steps_per_epoch = -(-len(train_samples) // spec.batch_size)
@@ -358,7 +424,7 @@ def close_caches(fit: FitData) -> None:
 
 
 def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callbacks: list, out: str,
-               dist: distribute.Distribution | None = None):
+               dist: distribute.Distribution | None = None, timings: Timings | None = None):
     """Phase 1 (and phase 2 with --unfreeze), on the feature cache or the plain pipeline.
 
     Returns (history rows, (val labels, val probabilities) or None). Saves a checkpoint after every epoch;
@@ -370,18 +436,20 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
         ckpt.load_weights(config.resume, model)
         reporter.info(f"resuming from {config.resume}: phase {resume['phase']}, {resume['epoch']} epoch(s) done")
     plan, top_layers = plan_phases(model, config)
-    if dist is not None and dist.custom_loop:  # this worker's files only, at the per-replica batch
-        fit = prepare_fit_data(model, config, dist.shard(data),
-                               dataclasses.replace(spec, batch_size=dist.per_replica_batch), top_layers, folder,
-                               reporter)
-    else:
-        fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
+    timings = timings or Timings()
+    with timings("feature_cache" if config.command == "finetune" and config.cache else "model"):
+        if dist is not None and dist.custom_loop:  # this worker's files only, at the per-replica batch
+            fit = prepare_fit_data(model, config, dist.shard(data),
+                                   dataclasses.replace(spec, batch_size=dist.per_replica_batch), top_layers, folder,
+                                   reporter)
+        else:
+            fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
     try:
         # SIGINT/SIGTERM only set a flag in here; the loop acts on it between batches (ckpt.safe_points), never
         # inside a checkpoint write.
         with interrupts.deferred():
             return _fit_loop(model, fit, plan, bool(top_layers), config, data, reporter, callbacks, out, resume,
-                             dist)
+                             dist, timings)
     finally:
         close_caches(fit)
 
@@ -397,7 +465,7 @@ def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: flo
 
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
               reporter: Reporter, callbacks: list, out: str, resume: dict | None,
-              dist: distribute.Distribution | None = None):
+              dist: distribute.Distribution | None, timings: Timings):
     """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
     Returns (history, validation predictions)."""
     K = keras()
@@ -451,6 +519,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
             if config.patience > 0 and fit.val is not None:
                 cbs.append(ckpt.early_stopping(config.patience))
+            cbs.append(timings.epoch_callback())  # after the checkpoint: an epoch's time includes its save
             cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
             try:
                 if custom:  # mirrored, multiworker: Keras fit fails under both (see run/distribute.py)
@@ -463,10 +532,11 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             finally:
                 reporter.close()  # also when fit raised: no live bar left under the error line
             interrupts.check()
-        if val is not None:
-            result = history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
-        else:
-            result = history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
+        with timings("final_validation"):
+            if val is not None:
+                result = history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
+            else:
+                result = history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
