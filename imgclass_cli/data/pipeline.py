@@ -83,47 +83,38 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
     return ds.prefetch(AUTOTUNE)
 
 
-_CHUNK = 256  # files probed per generator step: one Python->TF hand-over per chunk, not per file
-
-
 def decode_all(n: int, item: Callable[[int], tuple[str, int] | None], image_size: int, *, keep: bool,
                stop: Callable[[], bool] = lambda: False, stop_on_error: bool = False,
                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | None, list[int]]:
     """Decode n files with imagefile.decode in one parallel tf.data pipeline (all cores), each file once, in order.
 
-    item(i) -> (path, EXIF orientation) of file i, or None to leave it out (it runs in the pipeline's generator,
-    so a header probe there overlaps the decoding of earlier files); stop() is asked after a file is left out
-    and ends the pass. Returns (uint8 array (n, size, size, 3) with the decoded images, zeros where a file was
+    item(i) -> (path, EXIF orientation) of file i, or None to leave it out (the caller's cheap header probe, run
+    for every file before the decode starts); stop() is asked after a file is left out and ends the pass. Returns (uint8 array (n, size, size, 3) with the decoded images, zeros where a file was
     left out or failed -- None without keep; the indices of files that failed to read or decode). A failure
     only drops its element (ignore_errors): the caller asks imagefile for the reason, file by file.
     progress(done, n) counts files handled, in order.
     """
     t = tf()
+    # The header probe runs first, in Python: a from_generator pipeline left TensorFlow's threads spinning after
+    # it finished (measured: the next 2 epochs took 11.1 s wall / 4.7 s system CPU instead of 4.6 / 0.4).
     yielded: list[int] = []
-
-    def chunks():
-        idx, paths, orients = [], [], []
-        for i in range(n):
-            it = item(i)
-            if it is not None:
-                yielded.append(i)
-                idx.append(i)
-                paths.append(os.fsencode(it[0]))
-                orients.append(it[1])
-            elif stop():
-                break
-            if len(idx) == _CHUNK or (it is None and idx):
-                yield np.array(idx, np.int64), np.array(paths, dtype=object), np.array(orients, np.int32)
-                idx, paths, orients = [], [], []
-        if idx:
-            yield np.array(idx, np.int64), np.array(paths, dtype=object), np.array(orients, np.int32)
-
-    sig = (t.TensorSpec([None], t.int64), t.TensorSpec([None], t.string), t.TensorSpec([None], t.int32))
-    ds = t.data.Dataset.from_generator(chunks, output_signature=sig).unbatch()
+    paths, orients = [], []
+    for i in range(n):
+        it = item(i)
+        if it is not None:
+            yielded.append(i)
+            paths.append(os.fsencode(it[0]))
+            orients.append(it[1])
+        elif stop():
+            break
+    images = np.zeros((n, image_size, image_size, 3), np.uint8) if keep else None
+    if not yielded:
+        return images, []
+    ds = t.data.Dataset.from_tensor_slices((np.array(yielded, np.int64), np.array(paths, dtype=object),
+                                            np.array(orients, np.int32)))
     ds = ds.map(lambda i, p, o: (i, decode(t.io.read_file(p), image_size, o)), num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.ignore_errors().batch(64).prefetch(4)
-    images = np.zeros((n, image_size, image_size, 3), np.uint8) if keep else None
     failed: list[int] = []
     k = 0  # position in `yielded`: every yielded index before the next one received has failed
     for idx, x in ds:
