@@ -479,7 +479,7 @@ def predict(
     if progress.done == 0 and not empty_part:
         raise ImgclassError(f"nothing to predict: {' '.join(paths)} named no image files (an empty folder or "
                             "empty stdin?); pass image files, folders of images, or - with paths on stdin")
-    if errors == progress.done:
+    if errors == progress.done and not empty_part:
         raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)

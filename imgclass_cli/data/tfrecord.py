@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclass_cli._tf import tf
-from imgclass_cli.data.imagefile import decode_error, probe_bytes
+from imgclass_cli.data.imagefile import clean_tf_message, decode_error, probe_bytes
 from imgclass_cli.errors import ImgclassError, first_line
 
 SHARD_PATTERN = re.compile(r"(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord")
@@ -268,7 +268,7 @@ def read_error(e, samples: list) -> str:
                 for _ in t.data.TFRecordDataset(f):
                     pass
             except t.errors.OpError as err:
-                return (f"{f}: {first_line(getattr(err, 'message', err))} (a damaged shard: TFRecord checksums "
+                return (f"{f}: {clean_tf_message(getattr(err, 'message', str(err)))} (a damaged shard: TFRecord checksums "
                         "do not match); copy it again or run imgclass prepare --tfrecord again")
     by_key = {(g, s.record.index): s for g, (_, members) in enumerate(_groups(samples)) for s in members}
     try:
@@ -280,7 +280,7 @@ def read_error(e, samples: list) -> str:
                 return f"{s.record.where()}: {reason}"
     except t.errors.OpError:
         pass
-    return first_line(getattr(e, "message", e))
+    return clean_tf_message(getattr(e, "message", str(e)))
 
 
 def samples_in_order(samples: Iterable) -> list:
