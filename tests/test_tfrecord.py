@@ -52,6 +52,8 @@ def test_round_trip_same_images_labels_and_paths(prepared):
     got = {}
     for split in ("train", "val", "test"):
         data = dataset.scan_for_eval(records, split)
+        # The shards, read in parallel, give the records back in the manifest's order.
+        assert [s.path for s, _ in tfrecord.iter_contents(data.splits["eval"])] == [s.path for s in data.splits["eval"]]
         for s, contents in tfrecord.iter_contents(data.splits["eval"]):
             got[os.path.relpath(s.path, records)] = (contents, data.class_names[s.label], s.record.source)
     assert len(got) == len(a)
