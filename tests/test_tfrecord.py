@@ -112,6 +112,11 @@ def test_training_on_records_gives_the_same_metrics_as_on_the_files(runner, prep
     assert json.load(open(os.path.join(runs["remote"], "config.json")))["data"] == remote  # not CWD/ram:/...
     split = {k: open(os.path.join(v, "split.csv")).read() for k, v in runs.items()}
     assert split["loose"] == split["records"] == split["remote"]
+    # export finds the run's validation images among the records (no files to open in a TFRecord folder)
+    result = runner.invoke(app, ["export", runs["records"], "--format", "keras", "--parity", "8",
+                                 "--out", str(tmp_path / "export"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.load(open(tmp_path / "export" / "export.json"))["parity"]["images"] == 8
 
 
 def test_evaluate_and_predict_read_a_folder_outside_the_local_disk(runner, trained_run, prepared, tmp_path):
