@@ -53,8 +53,9 @@ def bench(name: str, src: str, image_size: int, work: str, repeat: int, split: l
     t_rec, _ = imgclass("prepare", src, records, "--tfrecord", "-q", "--format", "json", *split)
     shards = sorted(f for f in os.listdir(records) if f.endswith(".tfrecord"))
     print(f"\n{name}: {src} at {image_size} px")
-    print(f"  prepare: files {t_loose:.1f}s, --tfrecord {t_rec:.1f}s ({len(shards)} shards, "
-          f"{folder_bytes(records) / 1e6:.1f} MB; source {folder_bytes(src) / 1e6:.1f} MB)")
+    shard_bytes = sum(os.path.getsize(os.path.join(records, f)) for f in shards)
+    print(f"  prepare: files {t_loose:.1f}s, --tfrecord {t_rec:.1f}s ({len(shards)} shards, {shard_bytes / 1e6:.1f} MB "
+          f"of records; image files {folder_bytes(src) / 1e6:.1f} MB)")
     rates: dict[str, list[float]] = {"files": [], "tfrecord": []}
     for r in range(repeat):
         for kind, folder in (("files", loose), ("tfrecord", records)):
