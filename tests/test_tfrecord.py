@@ -245,3 +245,25 @@ def test_a_url_that_is_not_a_tfrecord_folder_is_one_line(runner, tmp_path):
     assert result.exit_code == 2
     assert "ram://imgclass-nothing/here: no such folder; a URL must be a folder written by imgclass prepare " \
            "--tfrecord" in result.stderr
+
+
+def test_records_too_large_for_the_cache_stream_shuffled(prepared, monkeypatch):
+    """Without the in-memory cache the shards are read in a seeded random order through a shuffle buffer: every
+    training image once per epoch with its label, a new order each epoch, the same orders for the same seed."""
+    from imgclass_cli.data import pipeline
+
+    _, _, records, _ = prepared
+    monkeypatch.setattr(pipeline, "fits_in_memory", lambda n, size: False)
+    train = dataset.scan(records, val_split=0.2, seed=5).splits["train"]
+    spec = pipeline.PipelineSpec(16, 4, seed=7)
+
+    def epoch(ds):
+        return [(int(y), x.tobytes()) for xs, ys in ds.as_numpy_iterator() for x, y in zip(xs, ys)]
+
+    ds = pipeline.build(train, spec, training=True)
+    first, second = epoch(ds), epoch(ds)
+    in_order = epoch(pipeline.build(train, spec, training=False))
+    assert sorted(first) == sorted(second) == sorted(in_order) and len(in_order) == len(train)
+    assert first != second and first != in_order
+    again = pipeline.build(train, spec, training=True)
+    assert [epoch(again), epoch(again)] == [first, second]
