@@ -113,7 +113,7 @@ def test_training_on_records_gives_the_same_metrics_as_on_the_files(runner, prep
     split = {k: open(os.path.join(v, "split.csv")).read() for k, v in runs.items()}
     assert split["loose"] == split["records"] == split["remote"]
     # export finds the run's validation images among the records (no files to open in a TFRecord folder)
-    result = runner.invoke(app, ["export", runs["records"], "--format", "keras", "--parity", "8",
+    result = runner.invoke(app, ["export", runs["records"], "--to", "keras", "--parity", "8",
                                  "--out", str(tmp_path / "export"), "--quiet"])
     assert result.exit_code == 0, result.output
     val = [r for r in csv.DictReader(open(os.path.join(runs["records"], "split.csv"))) if r["split"] == "val"]
