@@ -186,16 +186,20 @@ def test_predict_shard_beyond_the_inputs_is_empty_not_an_error(runner, trained_r
 
 
 @pytest.mark.parametrize("value, message", [
-    ("0/3", "between 1 and N (0-based index? use --shard 1/3)"), ("4/3", "between 1 and N"), ("2", "write I/N"),
-    ("a/b", "write I/N"),
+    ("0/3", "must be I/N with 1 <= I <= N, e.g. 2/4 for the second of 4 parts (I counts from 1: a 0-based index k "
+            "is --shard k+1/N); got 0/3"),
+    ("4/3", "must be I/N with 1 <= I <= N, e.g. 2/4 for the second of 4 parts; got 4/3"), ("2", "; got 2"),
+    ("a/b", "; got a/b"),
 ])
 def test_predict_shard_is_validated(runner, trained_run, test_dir, value, message):
     result = runner.invoke(app, ["predict", trained_run, test_dir, "--shard", value])
-    assert result.exit_code == 2 and message in result.stderr
+    assert result.exit_code == 2 and "Error: Invalid value for '--shard': " in result.stderr
+    assert message in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--shard-size", "0"], "must be between 1 KB and 1000 GB"), (["--shard-size", "lots"], "not a size"),
+    (["--shard-size", "0"], "Invalid value for '--shard-size': must be a size between 1 KB and 1000 GB, e.g. 100MB, "
+                            "512KB or 1GB; got 0"), (["--shard-size", "lots"], "; got lots"),
     (["--copy"], "--copy has no effect with --tfrecord"),
 ])
 def test_prepare_tfrecord_options_are_validated(runner, data_dir, tmp_path, args, message):

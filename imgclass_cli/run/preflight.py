@@ -84,22 +84,19 @@ def parse_size(text: str, option: str = "--shard-size") -> int:
     """'100MB', '64 MiB', '250000' -> bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
     unit = m.group(2).upper() if m else None
-    if not m or unit not in _UNITS:
-        raise ImgclassError(f"{option} {text}: not a size; write e.g. 100MB, 512KB or 1GB")
-    size = int(float(m.group(1)) * _UNITS[unit])
-    if not MIN_SHARD_SIZE <= size <= MAX_SHARD_SIZE:
-        raise ImgclassError(f"{option} {text}: must be between {MIN_SHARD_SIZE // 1000} KB and "
-                            f"{MAX_SHARD_SIZE // 10**9} GB")
+    size = int(float(m.group(1)) * _UNITS[unit]) if m and unit in _UNITS else None
+    if size is None or not MIN_SHARD_SIZE <= size <= MAX_SHARD_SIZE:
+        raise ImgclassError(f"Invalid value for '{option}': must be a size between {MIN_SHARD_SIZE // 1000} KB and "
+                            f"{MAX_SHARD_SIZE // 10**9} GB, e.g. 100MB, 512KB or 1GB; got {text}")
     return size
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """--shard I/N: part I (1-based, like CI matrix indices) of N; 1 <= I <= N."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if not m:
-        raise ImgclassError(f"--shard {text}: write I/N, e.g. --shard 2/4 for the second of 4 parts (1-based)")
-    i, n = int(m.group(1)), int(m.group(2))
-    if not 1 <= i <= n:
-        hint = f" (0-based index? use --shard {i + 1}/{n})" if i == 0 and n > 0 else ""
-        raise ImgclassError(f"--shard {text}: I must be between 1 and N{hint}")
+    i, n = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    if m is None or not 1 <= i <= n:
+        hint = " (I counts from 1: a 0-based index k is --shard k+1/N)" if i == 0 else ""
+        raise ImgclassError(f"Invalid value for '--shard': must be I/N with 1 <= I <= N, e.g. 2/4 for the second of "
+                            f"4 parts{hint}; got {text}")
     return i, n
