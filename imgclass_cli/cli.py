@@ -245,7 +245,8 @@ def handle_errors(fn):
 
 
 # Options shared by train and finetune. Defaults come from config.py.
-DataArg = Annotated[Path, typer.Argument(metavar="DATA", help="Folder of class sub-folders, or with train/ [val/] [test/] inside.", show_default=False)]
+# str, not Path: a URL (gs://bucket/data, a TFRecord prepared folder) must keep its double slash.
+DataArg = Annotated[str, typer.Argument(metavar="DATA", help="Folder of class sub-folders, or with train/ [val/] [test/] inside, or a prepared folder (also a TFRecord one, local or gs://...).", show_default=False)]
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
@@ -396,7 +397,7 @@ RunArg = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory writt
 @handle_errors
 def evaluate(
     run: RunArg,
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Folder of class sub-folders (or train/val/test: see --split).", show_default=False)],
+    data: Annotated[str, typer.Argument(metavar="DATA", help="Folder of class sub-folders (or train/val/test: see --split), or a prepared folder (also a TFRecord one, local or gs://...).", show_default=False)],
     split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
     fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help=f"{FORMAT_HELP} csv: one metric per row.")] = EVAL_DEFAULTS.format,
     output_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
@@ -439,14 +440,29 @@ def predict(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
     on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
     quiet: QuietOpt = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Predict only part I of N (1-based) of the inputs sorted by path, duplicates removed; the N parts together are every input once (CI matrix, job arrays).", show_default=False)] = None,
 ):
-    """Predict the class of images with RUN; one record per image, in input order."""
+    """Predict the class of images with RUN; one record per image, in input order (with --shard: in path order)."""
     from imgclass_cli.report import output
     from imgclass_cli.run import inference, predictors
 
+    part = None
+    if shard is not None:
+        from imgclass_cli.run.preflight import parse_shard
+
+        part = parse_shard(shard)
     k = min(top_k, len(predictors.resolve(str(run)).class_names))
     config = PredictConfig(top_k=k, batch_size=batch_size, format=fmt, strict=strict, on_bad_image=on_bad_image)
-    records = inference.predict(str(run), inference.expand_inputs(paths, sys.stdin), config)
+    inputs = inference.expand_inputs(paths, sys.stdin)
+    empty_part = False
+    if part is not None:
+        inputs, total = inference.take_shard(inputs, part)
+        if total and not inputs:  # N larger than the inputs: this job has nothing to do, and that is fine
+            empty_part = True
+            if not quiet:
+                output.say(output.stderr(), f"--shard {part[0]}/{part[1]}: no inputs in this part ({total} input(s) "
+                                            f"in all, in parts 1-{total} of {part[1]})")
+    records = inference.predict(str(run), inputs, config)
     reporter = output.StderrReporter()
     if on_bad_image == OnBadImage.fail:
         from imgclass_cli.data.verify import fail_message
@@ -461,10 +477,10 @@ def predict(
             _counted(records, progress), fmt.value, k,
             on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
         )
-    if progress.done == 0:
+    if progress.done == 0 and not empty_part:
         raise ImgclassError(f"nothing to predict: {' '.join(paths)} named no image files (an empty folder or "
                             "empty stdin?); pass image files, folders of images, or - with paths on stdin")
-    if errors == progress.done:
+    if errors == progress.done and not empty_part:
         raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
     if errors and strict:
         raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
@@ -523,6 +539,8 @@ def prepare(
     copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
     max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
     fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = PREPARE_DEFAULTS.format,
+    tfrecord: Annotated[bool, typer.Option("--tfrecord", help="Write the images as TFRecord shards (encoded bytes, label, source path) plus the manifest, instead of class folders of links.")] = PREPARE_DEFAULTS.tfrecord,
+    shard_size: Annotated[str, typer.Option("--shard-size", metavar="SIZE", help="With --tfrecord: about this many bytes of images per shard (KB, MB, GB; KiB, MiB, GiB).")] = f"{PREPARE_DEFAULTS.shard_size // 10**6}MB",
     example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
     from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].", show_default=False)] = None,
@@ -532,12 +550,17 @@ def prepare(
     """Check every image of SRC, split it and write OUT (imgclass prepare SRC OUT); or write an example dataset
     (--example digits OUT) or a tensorflow-datasets dataset (--from-tfds NAME OUT) as class folders."""
     from imgclass_cli.report import output
+    from imgclass_cli.run.preflight import parse_size
 
+    shard_bytes = parse_size(shard_size)
     if example is not None or from_tfds is not None:
         if out is not None:
             raise ImgclassError("with --example or --from-tfds pass only OUT, not SRC OUT")
         if example is not None and from_tfds is not None:
             raise ImgclassError("pass --example or --from-tfds, not both")
+        if tfrecord:
+            raise ImgclassError("--tfrecord applies to imgclass prepare SRC OUT; write the example first, then "
+                                "prepare it with --tfrecord")
         target = str(src)
         if example is not None:
             from imgclass_cli.data import examples
@@ -558,7 +581,8 @@ def prepare(
     from imgclass_cli.data import prepare as prep
 
     progress = None if quiet else output.count_progress("checking")
-    config = PrepareConfig(val=val, test=test, seed=seed, copy=copy, max_size=max_size, format=fmt)
+    config = PrepareConfig(val=val, test=test, seed=seed, copy=copy, max_size=max_size, format=fmt,
+                           tfrecord=tfrecord, shard_size=shard_bytes)
     try:
         result = prep.prepare(str(src), str(out), config, force=force, progress=progress)
     finally:

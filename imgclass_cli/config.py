@@ -255,6 +255,12 @@ MANIFEST = "manifest.csv"  # written by prepare; its presence makes a folder a p
 PREPARE_INFO = "prepare.json"
 
 
+# prepare --tfrecord: ~100 MB shards (the size TensorFlow's data-input guide suggests: large enough for sequential
+# reads from a bucket, small enough for many of them to be read in parallel).
+DEFAULT_SHARD_SIZE = 100 * 10**6
+MIN_SHARD_SIZE, MAX_SHARD_SIZE = 10**3, 10**12
+
+
 @dataclass
 class PrepareConfig:
     val: float | None = None  # None: 0.1 for a folder of class folders; existing val/ folders are kept
@@ -263,6 +269,8 @@ class PrepareConfig:
     copy: bool = False  # copy files instead of hardlinks (symlinks where hardlinks fail)
     max_size: int | None = None  # write downscaled copies whose longer side is at most this
     format: PrepareFormat = PrepareFormat.table
+    tfrecord: bool = False  # write the images as TFRecord shards instead of class folders of links
+    shard_size: int = DEFAULT_SHARD_SIZE  # bytes of images per shard (about)
 
 
 @dataclass

@@ -45,7 +45,7 @@ def test_usage_lines_and_help_in_one_style(runner):
     for command in COMMANDS:
         for p in _options(command):
             if not p.is_flag and not p.hidden:
-                assert re.fullmatch(r"[A-Z][A-Z_.=,:\[\]]*|\[[a-z0-9-]+(\|[a-z0-9-]+)*\]", p.metavar), (command, p.opts)
+                assert re.fullmatch(r"[A-Z][A-Z_.=,:/\[\]]*|\[[a-z0-9-]+(\|[a-z0-9-]+)*\]", p.metavar), (command, p.opts)
     assert usages["predict"] == "Usage: imgclass predict [OPTIONS] RUN PATH..."
     assert usages["prepare"] == "Usage: imgclass prepare [OPTIONS] SRC [OUT]"
     assert usages["evaluate"] == "Usage: imgclass evaluate [OPTIONS] RUN DATA"

@@ -22,6 +22,7 @@ class Sample:
     path: str
     label: int
     orientation: int = 1  # EXIF orientation (1-8), applied by imagefile.decode
+    record: object | None = None  # a tfrecord.RecordRef when the image is a record of a TFRecord prepared folder
 
 
 @dataclass

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
 from imgclass_cli.config import MANIFEST, PREPARE_INFO
-from imgclass_cli.data import folders
+from imgclass_cli.data import folders, tfrecord
 from imgclass_cli.data.folders import Dataset, Sample
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.fs import rows_to_csv
@@ -16,26 +17,30 @@ from imgclass_cli.fs import rows_to_csv
 COLUMNS = ["path", "class", "split", "sha256", "width", "height", "status", "reason", "orientation", "source"]
 
 
-def to_csv(rows: list[dict]) -> str:
-    return rows_to_csv([{k: r.get(k, "") for k in COLUMNS} for r in rows], COLUMNS)
+def to_csv(rows: list[dict], tfrecords: bool = False) -> str:
+    columns = COLUMNS + tfrecord.COLUMNS if tfrecords else COLUMNS
+    return rows_to_csv([{k: r.get(k, "") for k in columns} for r in rows], columns)
 
 
 def read(root: str) -> tuple[list[dict], dict]:
-    """(rows, prepare.json) of a prepared folder."""
+    """(rows, prepare.json) of a prepared folder (local, or a URL read through tf.io.gfile)."""
     path = os.path.join(root, MANIFEST)
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(tfrecord.read_text(path), newline="")))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ImgclassError(f"{path}: cannot read the manifest ({e})") from None
     if rows and not {"path", "class", "split", "status"} <= set(rows[0]):
         raise ImgclassError(f"{path}: not an imgclass manifest (needs path, class, split, status columns)")
     try:
-        with open(os.path.join(root, PREPARE_INFO), encoding="utf-8") as f:
-            info = json.load(f)
+        info = json.loads(tfrecord.read_text(os.path.join(root, PREPARE_INFO)))
     except (OSError, ValueError):
         info = {}
     return rows, info
+
+
+def is_tfrecord(rows: list[dict]) -> bool:
+    """A folder written by prepare --tfrecord: its manifest says in which shard each image is."""
+    return bool(rows) and "shard" in rows[0]
 
 
 def _source(info: dict, row: dict) -> str:
@@ -47,6 +52,10 @@ def _inside(root: str, rel, where: str) -> str:
     """root/rel when `rel` is a relative path that stays inside the prepared folder after resolving symlinks."""
     if not isinstance(rel, str) or not rel or "\0" in rel or os.path.isabs(rel):
         raise ImgclassError(f"{where}, field path: {rel!r:.80} is not a relative path inside the prepared folder")
+    if tfrecord.is_url(root):  # nothing is opened by this name (the image is a record), and a URL has no symlinks
+        if ".." in rel.split("/"):
+            raise ImgclassError(f"{where}, field path: {rel!r:.80} points outside the prepared folder {root}")
+        return os.path.join(root, rel)
     real_root = os.path.realpath(root)
     real = os.path.realpath(os.path.join(root, rel))
     if not real.startswith(real_root + os.sep):
@@ -55,19 +64,22 @@ def _inside(root: str, rel, where: str) -> str:
     return os.path.join(root, rel)
 
 
-def _samples(root: str, rows: list[dict], split: str, index: dict[str, int]) -> list[Sample]:
+def samples(root: str, rows: list[dict], split: str, index: dict[str, int], info: dict | None = None) -> list[Sample]:
     out = []
+    records = is_tfrecord(rows)
+    shards: dict[str, bool] = {}
     for i, r in enumerate(rows):
         if r["status"] == "ok" and r["split"] == split and r["class"] in index:
             where = f"{os.path.join(root, MANIFEST)}: row {i + 2}"  # line numbers: the header is line 1
             p = _inside(root, r["path"], where)
-            if not os.path.isfile(p):
+            ref = tfrecord.ref_from_row(root, r, where, _source(info or {}, r), shards) if records else None
+            if ref is None and not os.path.isfile(p):
                 raise ImgclassError(f"{p}: listed in {MANIFEST} but missing; run imgclass prepare again")
             orientation = r.get("orientation") or "1"
             if orientation not in {str(n) for n in range(1, 9)}:
                 raise ImgclassError(f"{where}, field orientation: {orientation!r:.20} is not an EXIF orientation 1-8")
-            out.append(Sample(p, index[r["class"]], int(orientation)))
-    return out
+            out.append(Sample(p, index[r["class"]], int(orientation), ref))
+    return sorted(out, key=lambda s: s.record.index) if records else out
 
 
 def _bad(info: dict, rows: list[dict]) -> list[tuple[str, str]]:
@@ -79,7 +91,7 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
     rows, info = read(root)
     class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == "train"})
     index = {c: i for i, c in enumerate(class_names)}
-    splits = {s: _samples(root, rows, s, index) for s in ("train", "val", "test")}
+    splits = {s: samples(root, rows, s, index, info) for s in ("train", "val", "test")}
     splits = {s: v for s, v in splits.items() if v or s == "train"}
     unknown = sorted({r["class"] for r in rows if r["status"] == "ok" and r["class"] not in index})
     if unknown:
@@ -87,6 +99,8 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
     folders.check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
         splits["train"], splits["val"] = folders.stratified_split(splits["train"], val_split, seed)
+        if is_tfrecord(rows):  # records are read in their stored order
+            splits = {k: tfrecord.samples_in_order(v) for k, v in splits.items()}
     return Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),
                            layout="prepared", verified=True)
 
@@ -101,7 +115,7 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
                             f"pass --split ({', '.join(sorted(present))})")
     class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == chosen})
     index = {c: i for i, c in enumerate(class_names)}
-    samples = _samples(root, rows, chosen, index)
+    chosen_samples = samples(root, rows, chosen, index, info)
     # Bad files have no split (they never got one), so every command on a prepared folder reports all of them.
-    return Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": samples},
+    return Dataset(root=os.path.join(root, chosen), class_names=class_names, splits={"eval": chosen_samples},
                            skipped=_bad(info, rows), layout="prepared", verified=True, eval_split=chosen)

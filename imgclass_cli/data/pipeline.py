@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES, Augment
+from imgclass_cli.errors import first_line
+from imgclass_cli.data import tfrecord
 from imgclass_cli.data.folders import Sample
 from imgclass_cli.data.imagefile import clean_tf_message, decode, probe_bytes
 
@@ -55,23 +57,31 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
     """
     t = tf()
     AUTOTUNE = t.data.AUTOTUNE
-    labels = np.array([s.label for s in samples], dtype=np.int32)
+    size = spec.image_size
     if images is not None:
-        if images.shape != (len(samples), spec.image_size, spec.image_size, 3):
-            raise ValueError(f"decoded images of shape {images.shape} for {len(samples)} samples at {spec.image_size}px")
+        labels = np.array([s.label for s in samples], dtype=np.int32)
+        if images.shape != (len(samples), size, size, 3):
+            raise ValueError(f"decoded images of shape {images.shape} for {len(samples)} samples at {size}px")
         ds = t.data.Dataset.from_tensor_slices((images, labels))
         if training:
             ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
     else:
-        paths = [os.fsencode(s.path) for s in samples]
-        orientations = np.array([getattr(s, "orientation", 1) for s in samples], dtype=np.int32)
-        ds = t.data.Dataset.from_tensor_slices((paths, labels, orientations))
-        cache = fits_in_memory(len(samples), spec.image_size)
-        if training and not cache:
-            ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
-        size = spec.image_size
-        ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, o), y), num_parallel_calls=AUTOTUNE,
-                    deterministic=True)
+        cache = fits_in_memory(len(samples), size)
+        if samples and samples[0].record is not None:
+            # A TFRecord folder: the same images, labels and order, read from its shards (shuffled by shard and
+            # through a buffer when streaming, since records cannot be read in an arbitrary order).
+            ds = tfrecord.encoded(samples, shuffle_seed=spec.seed if training and not cache else None)
+            ds = ds.map(lambda b, y, o, g, i: (decode(b, size, o), y), num_parallel_calls=AUTOTUNE,
+                        deterministic=True)
+        else:
+            paths = [os.fsencode(s.path) for s in samples]
+            labels = np.array([s.label for s in samples], dtype=np.int32)
+            orientations = np.array([getattr(s, "orientation", 1) for s in samples], dtype=np.int32)
+            ds = t.data.Dataset.from_tensor_slices((paths, labels, orientations))
+            if training and not cache:
+                ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
+            ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, o), y), num_parallel_calls=AUTOTUNE,
+                        deterministic=True)
         if cache:
             ds = ds.cache()
             if training:
@@ -142,13 +152,16 @@ class LoadedBatch:
     images: np.ndarray | None  # (n_ok, size, size, 3) float32 of the readable files, in order
     ok: list[bool]  # one per path
     errors: list[str | None]  # one per path: None or the reason it could not be read
+    extra: list[dict] = field(default_factory=list)  # one per path: for a record, where it is stored ({} for a file)
 
 
-def _load_one(path: str, image_size: int):
+def _load_one(path: str, image_size: int, contents: bytes | None = None):
+    """Decode one file (or the bytes of a record, already read): (image, None) or (None, why not)."""
     t = tf()
     try:
-        with open(path, "rb") as f:
-            contents = f.read()
+        if contents is None:
+            with open(path, "rb") as f:
+                contents = f.read()
         if not contents:
             return None, "empty file"
         # Header first (cheap): a 20000x20000 image is refused before it is decoded; EXIF orientation as in training.
@@ -162,12 +175,37 @@ def _load_one(path: str, image_size: int):
         return None, f"cannot decode image: {clean_tf_message(str(getattr(e, 'message', e)))}"
 
 
-def iter_batches(paths: Iterable[str], image_size: int, batch_size: int, workers: int = 4) -> Iterator[LoadedBatch]:
-    """Decode paths in order, batch by batch, in bounded memory; unreadable files are reported, not raised."""
+def _with_contents(items: Iterable) -> Iterator[tuple[str, bytes | None, dict]]:
+    """(path, bytes or None, extra) per item: a path is read later by a worker; the records of a TFRecord folder
+    (consecutive Samples of it) are read from its shards, in their record order."""
+    run: list = []
+    for item in items:
+        if isinstance(item, Sample) and item.record is not None:
+            if run and run[-1].record.group[0] != item.record.group[0]:
+                yield from _records(run)
+                run = []
+            run.append(item)
+            continue
+        if run:
+            yield from _records(run)
+            run = []
+        yield item, None, {}
+    if run:
+        yield from _records(run)
+
+
+def _records(samples: list) -> Iterator[tuple[str, bytes, dict]]:
+    for s, contents in tfrecord.iter_contents(tfrecord.samples_in_order(samples)):
+        yield s.path, contents, {"source": s.record.source, "shard": s.record.shard, "record": s.record.record}
+
+
+def iter_batches(paths: Iterable, image_size: int, batch_size: int, workers: int = 4) -> Iterator[LoadedBatch]:
+    """Decode paths (or records: Samples of a TFRecord folder) in order, batch by batch, in bounded memory;
+    unreadable files are reported, not raised."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        chunk: list[str] = []
-        for p in paths:
-            chunk.append(p)
+        chunk: list = []
+        for item in _with_contents(paths):
+            chunk.append(item)
             if len(chunk) == batch_size:
                 yield _load_chunk(pool, chunk, image_size)
                 chunk = []
@@ -175,8 +213,17 @@ def iter_batches(paths: Iterable[str], image_size: int, batch_size: int, workers
             yield _load_chunk(pool, chunk, image_size)
 
 
-def _load_chunk(pool, chunk: list[str], image_size: int) -> LoadedBatch:
-    results = list(pool.map(lambda p: _load_one(p, image_size), chunk))
+def _load_chunk(pool, chunk: list, image_size: int) -> LoadedBatch:
+    results = list(pool.map(lambda item: _load_one(item[0], image_size, item[1]), chunk))
     arrays = [a for a, _ in results if a is not None]
     images = np.stack(arrays).astype(np.float32) if arrays else None
-    return LoadedBatch(chunk, images, [a is not None for a, _ in results], [e for _, e in results])
+    return LoadedBatch([p for p, _, _ in chunk], images, [a is not None for a, _ in results], [e for _, e in results],
+                       [x for _, _, x in chunk])
+
+
+def read_error_message(e, samples: list) -> str:
+    """What a tf.data read or decode error during an epoch means: for records, the shard and source it came from."""
+    records = [s for s in samples if s.record is not None]
+    if records:
+        return tfrecord.read_error(e, tfrecord.samples_in_order(records))
+    return first_line(getattr(e, "message", e))

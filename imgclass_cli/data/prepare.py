@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from imgclass_cli import fs
 from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE, PrepareConfig
-from imgclass_cli.data import dataset, folders, manifest, verify
+from imgclass_cli.data import dataset, folders, manifest, tfrecord, verify
 from imgclass_cli.data.imagefile import FileInfo
 from imgclass_cli.errors import ImgclassError, first_line
 
@@ -30,6 +30,7 @@ class Entry:
     info: FileInfo
     out_path: str = ""  # relative to OUT
     rescued: str = ""  # a downscaled copy (--max-size) of a JPEG too large to decode, in a temporary folder
+    record: dict = field(default_factory=dict)  # --tfrecord: shard, record, stored size (manifest columns)
 
 
 @dataclass
@@ -158,6 +159,8 @@ def prepare(src: str, out: str, config: PrepareConfig, *, force: bool = False, p
     prepare.json. SRC is only read. `progress(done, total)` is called as files are checked. OUT is locked
     against a second prepare for the whole run."""
     folders.check_root(src)
+    if config.tfrecord and config.copy:
+        raise ImgclassError("--copy has no effect with --tfrecord (the records hold copies of the images); drop it")
     with fs.locked(out):
         return _prepare(src, out, config, force, progress)
 
@@ -178,7 +181,7 @@ def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -
         groups = _assign_splits(ok, found.layout, val_f, test_f, config.seed)
         _assign_out_paths(ok, found.layout)
         with fs.staged(out, force, fs.PREPARED) as tmp:
-            laid_out = _lay_out(src, tmp, ok, config)
+            laid_out = _write_records(src, tmp, ok, config) if config.tfrecord else _lay_out(src, tmp, ok, config)
             report = _report(src, out, found, entries, groups, val_f, test_f, config.seed)
             report["decode"] = {"images": len(found.files), "seconds": round(decode_seconds, 3),
                                 "images_per_second": round(len(found.files) / decode_seconds, 1)
@@ -295,18 +298,54 @@ def _lay_out(src: str, tmp: str, ok: list[Entry], config: PrepareConfig) -> dict
     return {"links": dict(link_kinds), "downscaled": downscaled}
 
 
+def _write_records(src: str, tmp: str, ok: list[Entry], config: PrepareConfig) -> dict:
+    """--tfrecord: every readable image (or its --max-size copy) as a record in the shards of its split, in
+    manifest order; returns what was done."""
+    classes = sorted({e.cls for e in ok})
+    ordered = sorted(ok, key=lambda e: e.source)  # manifest order: the order records are dealt to the shards
+    files: dict[int, str] = {}
+    downscaled = 0
+    shards = {}
+    with tempfile.TemporaryDirectory(prefix="imgclass-records-") as scratch:
+        for e in ordered:
+            s = os.path.join(src, e.source)
+            if e.rescued:
+                files[id(e)] = e.rescued
+                e.out_path = os.path.splitext(e.out_path)[0] + ".jpg"
+                downscaled += 1
+            elif config.max_size and max(e.info.width, e.info.height) > config.max_size:
+                dst, _, _ = _downscale(s, os.path.join(scratch, e.out_path), e.info, config.max_size)
+                files[id(e)] = dst
+                e.out_path = os.path.relpath(dst, scratch)
+                e.info.orientation = 1  # applied in the copy
+                downscaled += 1
+            else:
+                files[id(e)] = s
+        for split in SPLITS:
+            members = [e for e in ordered if e.split == split]
+            if not members:
+                continue
+            records = [tfrecord.Record(files[id(e)], classes.index(e.cls), e.cls, e.source, e.out_path,
+                                       e.info.orientation) for e in members]
+            placed = tfrecord.write_split(tmp, split, records, config.shard_size)
+            for e, where in zip(members, placed):
+                e.record = where
+            shards[split] = int(placed[0]["shard"].rsplit("-of-", 1)[1].split(".")[0])
+    return {"links": {}, "downscaled": downscaled, "tfrecord": {"shards": shards, "shard_size": config.shard_size}}
+
+
 def _write_manifest(src: str, tmp: str, entries: list[Entry], config: PrepareConfig, val_f: float, test_f: float,
                     report: dict) -> None:
     from imgclass_cli import __version__
 
     ordered = sorted(entries, key=lambda e: e.source)
     rows = [_row(e) for e in ordered if e.info.ok] + [_row(e) for e in ordered if not e.info.ok]
-    fs.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows))
+    fs.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows, tfrecords=config.tfrecord))
+    options = {"val": val_f, "test": test_f, "seed": config.seed, "copy": config.copy, "max_size": config.max_size}
+    if config.tfrecord:
+        options.update(tfrecord=True, shard_size=config.shard_size)
     fs.write_json_atomic(os.path.join(tmp, PREPARE_INFO), {
-        "imgclass_prepare": __version__, "source": os.path.realpath(src),
-        "options": {"val": val_f, "test": test_f, "seed": config.seed, "copy": config.copy,
-                    "max_size": config.max_size},
-        "report": report,
+        "imgclass_prepare": __version__, "source": os.path.realpath(src), "options": options, "report": report,
     })
 
 
@@ -347,7 +386,7 @@ def _row(e: Entry) -> dict:
     i = e.info
     return {"path": e.out_path if i.ok else "", "class": e.cls, "split": (e.split or "") if i.ok else "",
             "sha256": i.sha256, "width": i.width or "", "height": i.height or "", "status": i.status,
-            "reason": i.reason, "orientation": i.orientation if i.ok else "", "source": e.source}
+            "reason": i.reason, "orientation": i.orientation if i.ok else "", "source": e.source, **e.record}
 
 
 _MODE_NOTES = {

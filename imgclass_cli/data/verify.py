@@ -83,7 +83,9 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
     if policy == OnBadImage.fail and known_bad:
         raise ImgclassError(fail_message(*known_bad[0]))
     samples = [s for split in data.splits.values() for s in split]
-    keep = image_size is not None and pipeline.fits_in_memory(len(samples), image_size)
+    # A TFRecord folder's samples are records, not files: its pipeline reads (and caches) them itself.
+    records = bool(samples) and samples[0].record is not None
+    keep = image_size is not None and not records and pipeline.fits_in_memory(len(samples), image_size)
     bad: dict[str, str] = {}
     if not data.verified or keep:
         fail = policy == OnBadImage.fail

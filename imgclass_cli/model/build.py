@@ -219,8 +219,9 @@ def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
     return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}")
 
 
-def typical_size(paths: list[str], sample: int = 64) -> int | None:
-    """Median longer side of (an evenly spaced sample of) the images, read from their headers; None if unknown."""
+def typical_size(paths: list, sample: int = 64, longer_side=None) -> int | None:
+    """Median longer side of (an evenly spaced sample of) the images, read from their headers; None if unknown.
+    longer_side(item): the size of an item known otherwise (records of a TFRecord folder), instead of a header."""
     from PIL import Image
 
     if not paths:
@@ -228,6 +229,11 @@ def typical_size(paths: list[str], sample: int = 64) -> int | None:
     step = max(1, len(paths) // sample)
     sizes = []
     for p in paths[::step][:sample]:
+        if longer_side is not None:
+            size = longer_side(p)
+            if size:
+                sizes.append(size)
+            continue
         try:
             with Image.open(p) as im:
                 sizes.append(max(im.size))

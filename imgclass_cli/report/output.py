@@ -443,7 +443,10 @@ def _prepare_summary(report: dict) -> Table:
     dec = report.get("decode", {})
     if dec.get("images_per_second"):
         s.add_row("decode check", f"{dec['images']} files in {dec['seconds']:.1f}s ({dec['images_per_second']:.0f}/s)")
-    s.add_row("written", escape(f"{report['out']}  ({', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links'}"
+    shards = (report.get("tfrecord") or {}).get("shards")
+    what = (f"{sum(shards.values())} TFRecord shards: " + ", ".join(f"{k} {v}" for k, v in shards.items()) if shards
+            else ', '.join(f'{v} {k}s' for k, v in report.get('links', {}).items()) or 'no links')
+    s.add_row("written", escape(f"{report['out']}  ({what}"
                          f"{', %d downscaled copies' % report['downscaled'] if report.get('downscaled') else ''})"))
     return s
 

@@ -22,6 +22,7 @@ import numpy as np
 from imgclass_cli import fs
 from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
+from imgclass_cli.data import dataset
 from imgclass_cli.errors import GateFailed, ImgclassError, first_line
 from imgclass_cli.model.build import RESIZE_LAYER
 from imgclass_cli.run import predictors, rundir
@@ -66,9 +67,16 @@ def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
         raise ImgclassError(f"{info.path}: no {rundir.SPLIT}; pass --data FOLDER with images to use")
     with open(split_file, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    records = None
+    if root and dataset.is_tfrecord(root):  # the run trained on a TFRecord folder: its images are records there
+        records = {s.path: s for s in dataset.records(root)}
     for split in splits:
         paths = [os.path.join(root, r["path"]) for r in rows if r["split"] == split]
-        if paths:
+        if paths and records is not None:
+            found = [records[p] for p in paths if p in records]
+            if found:
+                return found, f"{split} split of {root}"
+        elif paths:
             missing = [p for p in paths if not os.path.exists(p)]
             if len(missing) == len(paths):
                 raise ImgclassError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import numpy as np
 from imgclass_cli import fs
 from imgclass_cli._tf import tf
 from imgclass_cli.config import EvalConfig, PredictConfig
-from imgclass_cli.data import dataset, folders
+from imgclass_cli.data import dataset, folders, tfrecord
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.report import evalfiles, gates
 from imgclass_cli.report.metrics import Report, compute_report
@@ -105,32 +106,51 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
             f"{data.root}: class folder(s) {', '.join(unknown)} are not classes of this model "
             f"({', '.join(info.class_names)}); evaluate only on the classes the model was trained on"
         )
-    samples = [dataset.Sample(s.path, known[data.class_names[s.label]], s.orientation) for s in data.splits["eval"]]
+    samples = [dataclasses.replace(s, label=known[data.class_names[s.label]]) for s in data.splits["eval"]]
     model, _ = rundir.load(run_path)
     spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed)
     with stage("evaluating", len(samples)) as progress:
-        y, probs = predict_probs(model, pipeline.build(samples, spec, training=False, images=data.images.get("eval")),
-                                 progress)
+        try:
+            y, probs = predict_probs(
+                model, pipeline.build(samples, spec, training=False, images=data.images.get("eval")), progress)
+        except (tf().errors.InvalidArgumentError, tf().errors.DataLossError, tf().errors.FailedPreconditionError) as e:
+            raise ImgclassError(f"an image could not be read: {pipeline.read_error_message(e, samples)}") from None
     report = compute_report(
         y, probs, info.class_names,
-        extra={"run": os.path.abspath(run_path), "data": os.path.abspath(data.root), "split": data.eval_split or "all"},
+        extra={"run": os.path.abspath(run_path), "data": tfrecord.absolute(data.root), "split": data.eval_split or "all"},
     )
     return Evaluation(report, [s.path for s in samples], y, probs)
 
 
-def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator[str]:
-    """Paths to predict, in input order: files as given, folders recursively (images only, sorted), '-' = stdin lines."""
+def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator:
+    """Paths to predict, in input order: files as given, folders recursively (images only, sorted), '-' = stdin lines.
+    A TFRecord prepared folder (local or a URL) gives its records (Samples whose path is the image's name in it)."""
     for arg in args:
         if arg == "-":
             for line in stdin or ():
                 line = line.rstrip("\r\n")
                 if line:
                     yield from expand_inputs([line])
+        elif (tfrecord.is_url(arg) or os.path.isdir(arg)) and dataset.is_tfrecord(arg):
+            yield from dataset.records(arg)
         elif os.path.isdir(arg):
             # The same walk as training's scan: ignore rules, content sniffing, symlink loops walked once.
             yield from folders.walk_images(arg, [])
         else:
             yield arg
+
+
+def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:
+    """(part I of N, number of inputs in all) of the sorted, de-duplicated inputs: the contiguous slice
+    [(I-1)*M//N, I*M//N) of the M inputs sorted by path, so parts 1..N, concatenated, are the whole sorted list
+    and part sizes differ by at most one. The same path given twice counts once."""
+    i, n = shard
+    unique = {}
+    for item in items:
+        unique.setdefault(item if isinstance(item, str) else item.path, item)
+    ordered = [unique[k] for k in sorted(unique)]
+    m = len(ordered)
+    return ordered[(i - 1) * m // n: i * m // n], m
 
 
 def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Iterator[dict]:
@@ -147,9 +167,10 @@ def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Itera
     for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size):
         probs = predictor.predict(batch.images) if batch.images is not None else None
         j = 0
-        for path, ok, err in zip(batch.paths, batch.ok, batch.errors):
+        for path, ok, err, extra in zip(batch.paths, batch.ok, batch.errors, batch.extra):
             if not ok:
-                yield {"path": path, "status": "error", "error": err, "label": None, "confidence": None, "top_k": []}
+                yield {"path": path, "status": "error", "error": err, "label": None, "confidence": None, "top_k": [],
+                       **extra}
                 continue
             p = probs[j]
             j += 1
@@ -161,4 +182,5 @@ def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Itera
                 "label": names[order[0]],
                 "confidence": float(p[order[0]]),
                 "top_k": [{"label": names[i], "score": float(p[i])} for i in order],
+                **extra,  # a record of a TFRecord folder: its source file and where it is stored
             }

@@ -15,8 +15,8 @@ import numpy as np
 from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import Augment, ClassWeight, TrainConfig
-from imgclass_cli.data import dataset, pipeline, verify
-from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
+from imgclass_cli.data import dataset, pipeline, tfrecord, verify
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
@@ -129,8 +129,10 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with dist.strategy.scope():
             history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist,
                                            timings)
-    except tf().errors.InvalidArgumentError as e:
-        raise ImgclassError(f"an image could not be decoded during training: {first_line(e.message)}") from None
+    except (tf().errors.InvalidArgumentError, tf().errors.DataLossError) as e:
+        samples = [s for split in data.splits.values() for s in split]
+        raise ImgclassError("an image could not be decoded during training: "
+                            f"{pipeline.read_error_message(e, samples)}") from None
     except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
         raise _interrupted(e, config, out, None) from None
     except tf().errors.OpError as e:
@@ -145,7 +147,7 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     report = None
     if val_pred is not None:
         y, probs = val_pred
-        report = compute_report(y, probs, data.class_names, extra={"data": os.path.abspath(data.root), "split": "val"})
+        report = compute_report(y, probs, data.class_names, extra={"data": tfrecord.absolute(data.root), "split": "val"})
     try:
         recorded = _save_run(out, force, config, data, image_size, model, history, report, reporter, dist,
                              timings, started)
@@ -215,8 +217,11 @@ def _check_outputs(config: TrainConfig, force: bool) -> None:
 def _scan(config: TrainConfig):
     """Scan the data (no decoding) and resolve the image size from the images' headers."""
     data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
-    image_size = build.resolve_image_size(config.arch, config.image_size,
-                                          native=build.typical_size([s.path for s in data.splits["train"]]))
+    train = data.splits["train"]
+    # Records: the stored images' sizes come from the manifest (a TFRecord folder has no files to open).
+    native = (build.typical_size(train, longer_side=dataset.longer_side) if train and train[0].record is not None
+              else build.typical_size([s.path for s in train]))
+    image_size = build.resolve_image_size(config.arch, config.image_size, native=native)
     return data, image_size
 
 
@@ -242,9 +247,9 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
               report: Report | None, reporter: Reporter, dist: distribute.Distribution, timings: Timings,
               started: float) -> dict:
     """Writes the run; returns the timings it recorded (what train and finetune print)."""
-    root = os.path.abspath(data.root)
+    root = tfrecord.absolute(data.root)
     split_rows = [
-        {"path": os.path.relpath(os.path.abspath(s.path), root), "class": data.class_names[s.label], "split": split}
+        {"path": _relative(s.path, root), "class": data.class_names[s.label], "split": split}
         for split, samples in data.splits.items()
         for s in samples
     ]
@@ -276,6 +281,12 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
     return recorded
 
 
+def _relative(path: str, root: str) -> str:
+    if tfrecord.is_url(root):  # a URL: no os.path.abspath (it would turn gs://b into CWD/gs:/b)
+        return path[len(root):].lstrip("/") if path.startswith(root) else path
+    return os.path.relpath(os.path.abspath(path), root)
+
+
 # --- phases, feature cache, checkpoints ------------------------------------------------------------------------
 
 
@@ -285,7 +296,7 @@ def _resume_config(config: TrainConfig) -> TrainConfig:
         return dataclasses.replace(config)
     folder, out = ckpt.find_checkpoint(config.resume)
     saved = ckpt.read_state(folder)["config"]
-    if config.data and os.path.abspath(config.data) != os.path.abspath(saved.data):
+    if config.data and tfrecord.absolute(config.data) != tfrecord.absolute(saved.data):
         raise ImgclassError(f"--resume {config.resume}: that run trained on {saved.data}, not {config.data}")
     if saved.command != config.command:
         raise ImgclassError(f"--resume {config.resume}: that run is a `{saved.command}` run; resume it with `imgclass {saved.command}`")
