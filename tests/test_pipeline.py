@@ -65,3 +65,24 @@ def test_iter_batches_keeps_order_and_reports_errors(tmp_path):
     assert ok == [True, False, False, False, True]
     errors = [e for b in batches for e in b.errors]
     assert errors[1] == "empty file" and "No such file" in errors[2] and "decode" in errors[3]
+
+
+def test_an_image_already_at_the_size_decodes_to_exactly_what_the_models_resizing_layer_sees(tmp_path):
+    """decode skips the resize for an image at the target size; that is only right while the antialiased bilinear
+    resize (the Resizing layer inside every saved model) maps such an image to itself, for any pixel values and
+    EXIF orientation."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for size in (7, 28, 33):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "x.png")
+        contents = open(tmp_path / "x.png", "rb").read()
+        resized = tf.image.resize(pixels, [size, size], antialias=True)
+        assert np.array_equal(np.round(resized.numpy()), pixels), size
+        assert np.array_equal(pipeline.decode(contents, size).numpy(), pixels), size
+        assert np.array_equal(pipeline.decode(contents, size, 6).numpy(), np.rot90(pixels, 3)), size
+        # one pixel wider: resized, no longer the same pixels
+        wide = np.concatenate([pixels, pixels[:, :1]], axis=1)
+        Image.fromarray(wide).save(tmp_path / "w.png")
+        assert pipeline.decode(open(tmp_path / "w.png", "rb").read(), size).shape == (size, size, 3)

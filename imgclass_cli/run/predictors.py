@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclass_cli import fs
-from imgclass_cli._tf import quiet_native_stderr
+from imgclass_cli._tf import inference_fn, quiet_native_stderr
 from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.run import rundir
 
@@ -92,9 +92,10 @@ def resolve(path: str) -> Target:
 class KerasPredictor:
     def __init__(self, model, class_names: list[str], image_size: int):
         self.model, self.class_names, self.image_size = model, class_names, image_size
+        self.forward = inference_fn(model)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.model(images, training=False).numpy()
+        return self.forward(images).numpy()
 
 
 # Ops a classifier's inference graph needs (every backbone imgclass exports uses a subset). Anything else -- file,
