@@ -7,7 +7,11 @@ imgclass: `imgclass train OUT/train` with its defaults, then `imgclass evaluate 
     sudo apt-get install -y dataset-fashion-mnist
     python3 ../shared/tools/fashion_mnist_folder.py /tmp/fmnist
     .venv/bin/python bench/fmnist_scratch_vs_seed000.py /tmp/fmnist [--skip-seed] [--skip-imgclass] [--seed-size N]
-        [-- extra imgclass train options]
+        [--test SPLIT] [-- extra imgclass train options]
+
+The same comparison on photos (the default must keep its lead there), tested on hymenoptera's val/ folder:
+
+    .venv/bin/python bench/fmnist_scratch_vs_seed000.py ../shared/datasets/hymenoptera_data --test val --seed-size 128
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ L = keras.layers
 kw = dict(image_size=(size, size), batch_size=32, seed=42, validation_split=0.2)
 train = keras.utils.image_dataset_from_directory(data + "/train", subset="training", **kw)
 val = keras.utils.image_dataset_from_directory(data + "/train", subset="validation", **kw)
-test = keras.utils.image_dataset_from_directory(data + "/test", image_size=(size, size), batch_size=256, shuffle=False)
+test = keras.utils.image_dataset_from_directory(data + "/" + sys.argv[4], image_size=(size, size), batch_size=256,
+                                                shuffle=False)
 model = keras.Sequential([keras.Input((size, size, 3)), L.Rescaling(1.0 / 255)]
                          + [l for f in (32, 64, 128) for l in (L.Conv2D(f, 3, activation="relu"), L.MaxPooling2D())]
-                         + [L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(10, activation="softmax")])
+                         + [L.Flatten(), L.Dense(128, activation="relu"), L.Dropout(0.5), L.Dense(len(train.class_names), activation="softmax")])
 model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
 model.fit(train, validation_data=val, epochs=epochs, verbose=0)
 t1 = time.time()
@@ -47,15 +52,16 @@ def main():
     extra = args[args.index("--") + 1:] if "--" in args else []
     args = args[:args.index("--")] if "--" in args else args
     seed_size = args[args.index("--seed-size") + 1] if "--seed-size" in args else "28"
+    test = args[args.index("--test") + 1] if "--test" in args else "test"
     data = args[0] if args and not args[0].startswith("--") else "/tmp/fmnist"
     tmp = tempfile.mkdtemp(prefix="bench-c-")
-    print(f"Fashion-MNIST folders {data}: train on train/ (20% held out for validation), test on test/; "
+    print(f"class folders {data}: train on train/ (20% held out for validation), test on {test}/; "
           f"load average at start {load_average()}")
     seed_acc = seed_s = None
     if "--skip-seed" not in args:
         script = os.path.join(tmp, "seed000.py")
         open(script, "w").write(SEED_RECIPE)
-        _, out = run([PYTHON, script, data, "10", seed_size])
+        _, out = run([PYTHON, script, data, "10", seed_size, test])
         m = re.search(r"SEED train ([\d.]+)s test_accuracy ([\d.]+)", out)
         seed_s, seed_acc = float(m.group(1)), float(m.group(2))
         print(f"seed 000 recipe (simple-cnn, {seed_size}px, 10 epochs): test accuracy {seed_acc:.4f}, {seed_s:.0f}s "
@@ -65,7 +71,7 @@ def main():
     run_dir = os.path.join(tmp, "run")
     wall, log = imgclass("train", os.path.join(data, "train"), "--out", run_dir, *extra,
                          log=os.path.join(tmp, "imgclass.log"))
-    acc = evaluate(run_dir, os.path.join(data, "test"))
+    acc = evaluate(run_dir, os.path.join(data, test))
     size = re.search(r"at (\d+)px", log).group(1)
     print(f"imgclass train (defaults{' ' + ' '.join(extra) if extra else ''}; {size}px): test accuracy {acc:.4f}, "
           f"{wall:.0f}s wall for train (load average {load_average()}); log {tmp}/imgclass.log")

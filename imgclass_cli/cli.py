@@ -15,6 +15,8 @@ from typer.core import TyperCommand, TyperGroup
 
 from imgclass_cli import __version__
 from imgclass_cli.config import (
+    AUTO_EPOCHS,
+    AUTO_EPOCHS_IMAGES,
     DEFAULT_SCRATCH_IMAGE_SIZE,
     EVAL_DEFAULTS,
     EXPORT_DEFAULTS,
@@ -313,7 +315,7 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="cnn (BatchNorm CNN), simple-cnn (the classic 3-conv net), or any backbone name trained from scratch.")] = TRAIN_DEFAULTS.arch,
     weights: Annotated[str, typer.Option("--weights", help="none, imagenet, or a weights file (backbone --arch only).")] = TRAIN_DEFAULTS.weights,
     image_size: ImageSizeOpt = TRAIN_DEFAULTS.image_size,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Training epochs.")] = TRAIN_DEFAULTS.epochs,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Training epochs.", show_default=f"{AUTO_EPOCHS[1]}, fewer on large sets: about {AUTO_EPOCHS_IMAGES:,} images, at least {AUTO_EPOCHS[0]} epochs")] = TRAIN_DEFAULTS.epochs,
     batch_size: BatchOpt = TRAIN_DEFAULTS.batch_size,
     learning_rate: LrOpt = TRAIN_DEFAULTS.learning_rate,
     augment: AugOpt = TRAIN_DEFAULTS.augment,

@@ -247,3 +247,11 @@ def test_check_keeps_no_images_when_they_would_not_fit(tmp_path, monkeypatch):
     monkeypatch.setattr("imgclass_cli.data.pipeline.MEMORY_CACHE_LIMIT_BYTES", 100)
     data = verify.screen(dataset.scan(str(tmp_path), val_split=0, seed=1), "skip", print, image_size=8)
     assert data.images == {} and len(data.splits["train"]) == 10  # checked, streamed later
+
+
+def test_the_default_length_is_12_epochs_and_fewer_on_large_sets_with_at_least_5():
+    from imgclass_cli.config import TRAIN_DEFAULTS, auto_epochs
+
+    assert TRAIN_DEFAULTS.epochs is None  # train without --epochs: auto_epochs once the images are counted
+    # a photo set of a few hundred images, a mid-size set, Fashion-MNIST's 48,000 training images, a huge set
+    assert [auto_epochs(n) for n in (0, 245, 20_000, 30_000, 48_000, 1_000_000)] == [12, 12, 12, 8, 5, 5]

@@ -14,7 +14,7 @@ import numpy as np
 
 from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.config import Augment, ClassWeight, TrainConfig
+from imgclass_cli.config import AUTO_EPOCHS, AUTO_EPOCHS_IMAGES, Augment, ClassWeight, TrainConfig, auto_epochs
 from imgclass_cli.data import dataset, pipeline, tfrecord, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
@@ -124,6 +124,11 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with timings("check"):
             data = _check_images(config, data, image_size, reporter, dist)
         counts = {split: len(samples) for split, samples in data.splits.items()}
+        if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
+            config.epochs = auto_epochs(counts.get("train", 0))
+            reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
+                          f"{AUTO_EPOCHS_IMAGES:,} images in {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} epochs; "
+                          "--epochs sets it)")
         spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
         warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
         with dist.strategy.scope():
