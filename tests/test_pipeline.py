@@ -86,3 +86,28 @@ def test_an_image_already_at_the_size_decodes_to_exactly_what_the_models_resizin
         wide = np.concatenate([pixels, pixels[:, :1]], axis=1)
         Image.fromarray(wide).save(tmp_path / "w.png")
         assert pipeline.decode(open(tmp_path / "w.png", "rb").read(), size).shape == (size, size, 3)
+
+
+def test_decode_all_reports_failures_at_chunk_edges_and_decodes_every_other_file(tmp_path, monkeypatch):
+    """Chunks of 4: corrupt files at the end of a chunk (3), at the start of the next (4) and last (9); the probe
+    leaves out file 6. Every other file is decoded exactly once, in its place; progress ends at n."""
+    monkeypatch.setattr(pipeline, "DECODE_CHUNK", 4)
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(10):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).save(p)
+        if i in (3, 4, 9):
+            p.write_bytes(p.read_bytes()[:60])
+        paths.append(str(p))
+    asked, done = [], []
+
+    def item(i):
+        asked.append(i)
+        return None if i == 6 else (paths[i], 1)
+
+    images, failed = pipeline.decode_all(10, item, 5, keep=True, progress=lambda d, n: done.append(d))
+    assert failed == [3, 4, 9] and sorted(asked) == list(range(10)) and done[-1] == 10
+    for i in (0, 1, 2, 5, 7, 8):
+        assert np.array_equal(images[i], pipeline.decode(open(paths[i], "rb").read(), 5).numpy()), i
+    assert not images[6].any()

@@ -208,17 +208,22 @@ def _pngs(root, n_per_class, size=8):
 
 
 @pytest.mark.parametrize("policy", ["skip", "fail"])
-def test_fused_check_names_a_corrupt_image_in_the_middle_and_keeps_the_rest_decoded(tmp_path, policy):
-    """More files than one generator chunk; two files that pass the header probe but fail the decode, one in the
-    middle of the first class and one later: skip names both and keeps every other image exactly as decoded;
-    fail names the first in path order."""
-    from imgclass_cli.data import dataset, verify
+def test_fused_check_names_a_corrupt_image_in_the_middle_and_keeps_the_rest_decoded(tmp_path, policy, monkeypatch):
+    """400 files in chunks of 64 (the next chunk's headers are probed while this one decodes); two files that pass
+    the header probe but fail the decode, one in the middle of the first class and one later, and a file with a
+    broken header after both: skip names all three and keeps every other image exactly as decoded; fail names the
+    first in path order, not the header failure that the probe ahead found first."""
+    from imgclass_cli.data import dataset, pipeline, verify
     from imgclass_cli.data.imagefile import decode
 
+    monkeypatch.setattr(pipeline, "DECODE_CHUNK", 64)
     _pngs(tmp_path, 200)
     bad = [tmp_path / "a" / "0100.png", tmp_path / "b" / "0150.png"]
     for p in bad:
         p.write_bytes(p.read_bytes()[:60])  # header and IHDR intact, pixel data cut
+    broken = tmp_path / "b" / "0199.png"
+    broken.write_bytes(broken.read_bytes()[:20])  # the PNG signature, then a cut IHDR: the probe refuses it
+    assert not verify.check_file(str(broken), decode=False).ok
     data = dataset.scan(str(tmp_path), val_split=0.25, seed=1)
     assert verify.check_file(str(bad[0]), decode=False).ok  # only the decode finds it
     warned = []
@@ -228,13 +233,17 @@ def test_fused_check_names_a_corrupt_image_in_the_middle_and_keeps_the_rest_deco
         assert e.value.message.startswith(f"{bad[0]}: cannot decode") and "--on-bad-image fail" in e.value.message
         return
     reason = verify.check_file(str(bad[0])).reason
-    data = verify.screen(data, policy, warned.append, image_size=6)
-    assert warned == [f"skipping {bad[0]}: {reason}", f"skipping {bad[1]}: {verify.check_file(str(bad[1])).reason}"]
-    assert data.image_size == 6 and sum(len(v) for v in data.splits.values()) == 398
+    done = []
+    data = verify.screen(data, policy, warned.append, image_size=6, progress=lambda d, n: done.append((d, n)))
+    assert sorted(warned) == sorted([f"skipping {bad[0]}: {reason}",
+                                     f"skipping {bad[1]}: {verify.check_file(str(bad[1])).reason}",
+                                     f"skipping {broken}: {verify.check_file(str(broken)).reason}"])
+    assert data.image_size == 6 and sum(len(v) for v in data.splits.values()) == 397
+    assert done[-1] == (400, 400) and len(done) >= 7 and [d for d, _ in done] == sorted(d for d, _ in done)
     for split, samples in data.splits.items():
         images = data.images[split]
         assert images.shape == (len(samples), 6, 6, 3) and images.dtype == np.uint8
-        for i in (0, len(samples) // 2, len(samples) - 1):
+        for i in range(len(samples)):  # every one: a file left out of a chunk would stay zeros
             np.testing.assert_array_equal(images[i], decode(open(samples[i].path, "rb").read(), 6).numpy())
 
 
