@@ -88,10 +88,9 @@ def test_an_image_already_at_the_size_decodes_to_exactly_what_the_models_resizin
         assert pipeline.decode(open(tmp_path / "w.png", "rb").read(), size).shape == (size, size, 3)
 
 
-def test_decode_all_reports_failures_at_chunk_edges_and_decodes_every_other_file(tmp_path, monkeypatch):
-    """Chunks of 4: corrupt files at the end of a chunk (3), at the start of the next (4) and last (9); the probe
-    leaves out file 6. Every other file is decoded exactly once, in its place; progress ends at n."""
-    monkeypatch.setattr(pipeline, "DECODE_CHUNK", 4)
+def test_decode_all_reports_failures_side_by_side_and_last_and_decodes_every_other_file(tmp_path):
+    """Corrupt files side by side (3, 4) and last (9); the probe leaves out file 6. Every other file is decoded
+    once, in its place; progress ends at n."""
     rng = np.random.default_rng(1)
     paths = []
     for i in range(10):
@@ -111,3 +110,20 @@ def test_decode_all_reports_failures_at_chunk_edges_and_decodes_every_other_file
     for i in (0, 1, 2, 5, 7, 8):
         assert np.array_equal(images[i], pipeline.decode(open(paths[i], "rb").read(), 5).numpy()), i
     assert not images[6].any()
+
+
+def test_a_png_orientation_is_read_from_exif_and_xmp_and_a_plain_png_is_upright(tmp_path):
+    from PIL import PngImagePlugin
+
+    from imgclass_cli.data.imagefile import probe_bytes
+
+    img = Image.new("RGB", (12, 8), (1, 2, 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "exif.png", exif=exif)
+    meta = PngImagePlugin.PngInfo()
+    meta.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>', zip=True)
+    img.save(tmp_path / "xmp.png", pnginfo=meta)
+    img.save(tmp_path / "plain.png")
+    orientation = {n: probe_bytes(open(tmp_path / f"{n}.png", "rb").read()).orientation for n in ("exif", "xmp", "plain")}
+    assert orientation == {"exif": 6, "xmp": 8, "plain": 1}

@@ -18,6 +18,9 @@ from imgclass_cli.config import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, RESIZE_ANTIALI
 
 CHECK_SIZE = 16  # decode-checks resize to this: the decode is the test, the pixels are thrown away
 EXIF_ORIENTATION = 0x0112
+# Where Pillow finds a PNG's orientation: an eXIf chunk, ImageMagick's text chunk, XMP (tiff:Orientation). The
+# keywords are never compressed, so a PNG without any of them has no orientation to read.
+PNG_ORIENTATION_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 
 # File signatures of the formats the decoder reads; files are recognised by content, not by extension.
 _SIGNATURES = (
@@ -109,7 +112,10 @@ def probe_bytes(contents: bytes, path: str = "") -> FileInfo:
             info.mode = im.mode
             info.frames = getattr(im, "n_frames", 1) if info.format == "gif" else 1
             try:
-                o = int(im.getexif().get(EXIF_ORIENTATION, 1))
+                if info.format == "png" and not any(key in contents for key in PNG_ORIENTATION_KEYS):
+                    o = 1  # nothing to find: Pillow's getexif would decode the whole PNG to look past its pixels
+                else:
+                    o = int(im.getexif().get(EXIF_ORIENTATION, 1))
             except Exception:  # a broken EXIF block is not worth refusing the image for; TF ignores EXIF
                 o = 1
             info.orientation = o if 1 <= o <= 8 else 1

@@ -35,11 +35,6 @@ def augmentation(level: Augment, seed: int):
     return keras().Sequential(layers, name=f"augment_{level.value}")
 
 
-# Files per decode_all chunk: big enough that a pipeline's start-up is nothing, small enough that the next
-# chunk's header probe (about 8,000 files/s in Python) is done before this chunk's decode (2 cores).
-DECODE_CHUNK = 4096
-
-
 def fits_in_memory(n_images: int, image_size: int) -> bool:
     return n_images * image_size * image_size * 3 <= MEMORY_CACHE_LIMIT_BYTES
 
@@ -101,69 +96,51 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
 def decode_all(n: int, item: Callable[[int], tuple[str, int] | None], image_size: int, *, keep: bool,
                stop: Callable[[], bool] = lambda: False, stop_on_error: bool = False,
                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray | None, list[int]]:
-    """Decode n files with imagefile.decode in parallel tf.data pipelines (all cores), each file once, in order.
+    """Decode n files with imagefile.decode in one parallel tf.data pipeline (all cores), each file once, in order.
 
-    item(i) -> (path, EXIF orientation) of file i, or None to leave it out (the caller's cheap header probe);
-    stop() is asked after a file is left out and ends the pass. Returns (uint8 array (n, size, size, 3) with the
-    decoded images, zeros where a file was left out or failed -- None without keep; the indices of files that
-    failed to read or decode). A failure only drops its element (ignore_errors): the caller asks imagefile for
-    the reason, file by file. progress(done, n) counts files handled, in order.
-
-    The files go in chunks: a Python thread probes the headers of the next chunk while TensorFlow decodes this
-    one, so the probe costs no extra time and the progress moves from the first chunk on. (A from_generator
-    pipeline fed by the probe left TensorFlow's threads spinning after it finished: measured, the next 2 epochs
-    took 11.1 s wall / 4.7 s system CPU instead of 4.6 / 0.4.)
+    item(i) -> (path, EXIF orientation) of file i, or None to leave it out (the caller's cheap header probe, run
+    for every file before the decode starts); stop() is asked after a file is left out and ends the pass. Returns (uint8 array (n, size, size, 3) with the decoded images, zeros where a file was
+    left out or failed -- None without keep; the indices of files that failed to read or decode). A failure
+    only drops its element (ignore_errors): the caller asks imagefile for the reason, file by file.
+    progress(done, n) counts files handled, in order.
     """
     t = tf()
+    # The header probe runs first, in Python: a from_generator pipeline left TensorFlow's threads spinning after
+    # it finished (measured: the next 2 epochs took 11.1 s wall / 4.7 s system CPU instead of 4.6 / 0.4).
+    yielded: list[int] = []
+    paths, orients = [], []
+    for i in range(n):
+        it = item(i)
+        if it is not None:
+            yielded.append(i)
+            paths.append(os.fsencode(it[0]))
+            orients.append(it[1])
+        elif stop():
+            break
     images = np.zeros((n, image_size, image_size, 3), np.uint8) if keep else None
+    if not yielded:
+        return images, []
+    ds = t.data.Dataset.from_tensor_slices((np.array(yielded, np.int64), np.array(paths, dtype=object),
+                                            np.array(orients, np.int32)))
+    ds = ds.map(lambda i, p, o: (i, decode(t.io.read_file(p), image_size, o)), num_parallel_calls=t.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.ignore_errors().batch(64).prefetch(4)
     failed: list[int] = []
-
-    def probe(lo: int, hi: int):
-        """(indices, paths, orientations) of the files lo..hi-1 that item() keeps; True if stop() ended it."""
-        found: tuple[list, list, list] = ([], [], [])
-        for i in range(lo, hi):
-            it = item(i)
-            if it is not None:
-                found[0].append(i)
-                found[1].append(os.fsencode(it[0]))
-                found[2].append(it[1])
-            elif stop():
-                return found, True
-        return found, False
-
-    with ThreadPoolExecutor(max_workers=1) as prober:
-        lo = 0
-        pending = prober.submit(probe, 0, min(n, DECODE_CHUNK))
-        while lo < n:
-            (yielded, paths, orients), stopped = pending.result()
-            hi = min(n, lo + DECODE_CHUNK)
-            if not stopped and hi < n:
-                pending = prober.submit(probe, hi, min(n, hi + DECODE_CHUNK))
-            if yielded:
-                ds = t.data.Dataset.from_tensor_slices((np.array(yielded, np.int64), np.array(paths, dtype=object),
-                                                        np.array(orients, np.int32)))
-                ds = ds.map(lambda i, p, o: (i, decode(t.io.read_file(p), image_size, o)),
-                            num_parallel_calls=t.data.AUTOTUNE, deterministic=True)
-                k = 0  # position in `yielded`: every yielded index before the next one received has failed
-                for idx, x in ds.ignore_errors().batch(64).prefetch(4):
-                    idx = idx.numpy()
-                    for r in idx:
-                        while yielded[k] != r:
-                            failed.append(yielded[k])
-                            k += 1
-                        k += 1
-                    if images is not None:
-                        images[idx] = x.numpy()
-                    if progress is not None:
-                        progress(int(idx[-1]) + 1, n)
-                    if failed and stop_on_error:
-                        break
-                else:
-                    failed.extend(yielded[k:])
-            if stopped or (failed and stop_on_error):
-                pending.cancel()
-                return images, failed
-            lo = hi
+    k = 0  # position in `yielded`: every yielded index before the next one received has failed
+    for idx, x in ds:
+        idx = idx.numpy()
+        for r in idx:
+            while yielded[k] != r:
+                failed.append(yielded[k])
+                k += 1
+            k += 1
+        if images is not None:
+            images[idx] = x.numpy()
+        if progress is not None:
+            progress(int(idx[-1]) + 1, n)
+        if failed and stop_on_error:
+            return images, failed
+    failed.extend(yielded[k:])
     if progress is not None:
         progress(n, n)
     return images, failed
