@@ -9,7 +9,7 @@ imgclass: `imgclass train OUT/train` with its defaults, then `imgclass evaluate 
     .venv/bin/python bench/fmnist_scratch_vs_seed000.py /tmp/fmnist [--skip-seed] [--skip-imgclass] [--seed-size N]
         [--test SPLIT] [-- extra imgclass train options]
 
-The same comparison on photos (the default must keep its lead there), tested on hymenoptera's val/ folder:
+The same comparison on photos (a faster default must not do worse there), tested on hymenoptera's val/ folder:
 
     .venv/bin/python bench/fmnist_scratch_vs_seed000.py ../shared/datasets/hymenoptera_data --test val --seed-size 128
 """

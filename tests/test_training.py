@@ -241,7 +241,7 @@ def test_fused_check_names_a_corrupt_image_in_the_middle_and_keeps_the_rest_deco
     for split, samples in data.splits.items():
         images = data.images[split]
         assert images.shape == (len(samples), 6, 6, 3) and images.dtype == np.uint8
-        for i in range(len(samples)):  # every one: a file left out of a chunk would stay zeros
+        for i in range(len(samples)):  # every one: a file never decoded would stay zeros
             np.testing.assert_array_equal(images[i], decode(open(samples[i].path, "rb").read(), 6).numpy())
 
 

@@ -152,7 +152,7 @@ def decode(contents, image_size: int, orientation=1):
         return t.cast(t.clip_by_value(t.round(out), 0, 255), t.uint8)
 
     # An image already at the size is kept as it is: the bilinear resize to the same size is the identity
-    # (tests/test_imagefile.py checks that it stays so), and skipping it doubles the decode rate of small images
+    # (tests/test_pipeline.py checks that it stays so), and skipping it doubles the decode rate of small images
     # (Fashion-MNIST's 28 px PNGs: 1,900 -> 3,700 files/s on 2 cores).
     shape = t.shape(img)
     img = t.cond(t.logical_and(shape[0] == image_size, shape[1] == image_size), lambda: img, resize)
