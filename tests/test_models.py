@@ -114,3 +114,21 @@ def test_backbone_from_scratch_gets_a_fast_batchnorm_momentum():
     model = models.build_classifier("mobilenetv2", 3, 32, weights="none")
     bns = [layer for layer in model.get_layer("backbone").layers if layer.__class__.__name__ == "BatchNormalization"]
     assert bns and all(layer.momentum <= 0.9 for layer in bns)
+
+
+def test_the_traced_forward_is_made_once_per_model_matches_it_and_does_not_keep_it_alive():
+    import gc
+    import weakref
+
+    from imgclass_cli._tf import inference_fn
+    from imgclass_cli.model.build import build_classifier
+
+    model = build_classifier("cnn", 3, 16)
+    forward = inference_fn(model)
+    assert inference_fn(model) is forward  # the custom loop validates every epoch: traced once, not per epoch
+    x = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(forward(x).numpy(), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    gone = weakref.ref(model)
+    del model, forward
+    gc.collect()
+    assert gone() is None
