@@ -256,6 +256,20 @@ def test_check_keeps_no_images_when_they_would_not_fit(tmp_path, monkeypatch):
     assert data.images == {} and len(data.splits["train"]) == 10  # checked, streamed later
 
 
+@pytest.mark.slow
+def test_train_without_epochs_runs_the_automatic_length_and_records_it(runner, data_dir, tmp_path, monkeypatch):
+    """The rule scaled down so the fixture's small set counts as large: 2 epochs run, are printed and recorded."""
+    from imgclass_cli import config
+
+    monkeypatch.setattr(config, "AUTO_EPOCHS", (2, 12))
+    monkeypatch.setattr(config, "AUTO_EPOCHS_IMAGES", 1)
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "2 epochs (the default for " in r.stderr and "--epochs sets it" in r.stderr
+    assert json.load(open(out / "config.json"))["options"]["epochs"] == 2 and len(_history(str(out))) == 2
+
+
 def test_the_default_length_is_12_epochs_and_fewer_on_large_sets_with_at_least_5():
     from imgclass_cli.config import TRAIN_DEFAULTS, auto_epochs
 
