@@ -10,6 +10,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests that import TensorFlow themselves run it as imgclass does (imgclass_cli._tf turns oneDNN on before
+# TensorFlow loads).
+from imgclass_cli._tf import ONEDNN_DEFAULT  # noqa: E402
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", ONEDNN_DEFAULT)
 
 COLOURS = {"blue": (40, 60, 210), "green": (40, 190, 60), "red": (210, 50, 40)}
 
