@@ -268,6 +268,19 @@ def test_train_without_epochs_runs_the_automatic_length_and_records_it(runner, d
     assert r.exit_code == 0, r.output
     assert "2 epochs (the default for " in r.stderr and "--epochs sets it" in r.stderr
     assert json.load(open(out / "config.json"))["options"]["epochs"] == 2 and len(_history(str(out))) == 2
+    # No --batch-size either: the fixture's few dozen training images get the smallest automatic batch.
+    train_images = json.load(open(out / "config.json"))["split"]["counts"]["train"]
+    assert train_images < 16 * 32
+    assert f"batch size 16 (the default for {train_images} training images" in r.stderr
+    assert json.load(open(out / "config.json"))["options"]["batch_size"] == 16
+
+
+def test_the_default_batch_is_64_and_smaller_on_small_sets_for_16_steps_an_epoch():
+    from imgclass_cli.config import TRAIN_DEFAULTS, auto_batch_size
+
+    assert TRAIN_DEFAULTS.batch_size is None  # train without --batch-size: auto_batch_size once images are counted
+    # hymenoptera's 245 training photos get 16 (measured: +7 to +13 points on its val photos over 64)
+    assert [auto_batch_size(n) for n in (0, 245, 511, 512, 1023, 1024, 48_000)] == [16, 16, 16, 32, 32, 64, 64]
 
 
 def test_the_default_length_is_12_epochs_and_fewer_on_large_sets_with_at_least_5():

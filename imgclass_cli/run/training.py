@@ -14,7 +14,17 @@ import numpy as np
 
 from imgclass_cli import __version__, fs, interrupts
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.config import AUTO_EPOCHS, AUTO_EPOCHS_IMAGES, Augment, ClassWeight, TrainConfig, auto_epochs
+from imgclass_cli.config import (
+    AUTO_BATCH,
+    AUTO_BATCH_STEPS,
+    AUTO_EPOCHS,
+    AUTO_EPOCHS_IMAGES,
+    Augment,
+    ClassWeight,
+    TrainConfig,
+    auto_batch_size,
+    auto_epochs,
+)
 from imgclass_cli.data import dataset, pipeline, tfrecord, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
@@ -80,6 +90,17 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
+    scanned = None
+    if config.batch_size is None:  # train's default: depends on the number of training images (the strategy needs it)
+        started = time.perf_counter()
+        data, image_size = _scan(config)
+        train_images = len(data.splits.get("train", []))
+        config.batch_size = auto_batch_size(train_images)
+        # Printed with the epochs after the image check: a bad file's error stays the only line.
+        message = (f"batch size {config.batch_size} (the default for {train_images} training images: the largest of "
+                   f"{', '.join(map(str, sorted(AUTO_BATCH, reverse=True)))} giving {AUTO_BATCH_STEPS} steps an "
+                   "epoch; --batch-size sets it)")
+        scanned = (data, image_size, time.perf_counter() - started, message)
     dist = distribute.start(config)  # before TensorFlow builds anything
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
@@ -91,7 +112,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
             config, callbacks = dataclasses.replace(config, out=out), None
         try:
             with fs.locked(out):
-                result = _run(config, reporter, force, callbacks, dist)
+                result = _run(config, reporter, force, callbacks, dist, scanned)
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
@@ -102,13 +123,17 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
 
 
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
-         dist: distribute.Distribution) -> TrainResult:
-    started = time.time()
+         dist: distribute.Distribution, scanned: tuple | None = None) -> TrainResult:
+    """scanned: (data, image size, seconds, message) when run() scanned already (to pick the default batch size)."""
+    started = time.time() - (scanned[2] if scanned else 0.0)
     timings = Timings()
     out = config.out
     _check_outputs(config, force)
-    with timings("scan"):
-        data, image_size = _scan(config)
+    if scanned:
+        data, image_size, timings.seconds["scan"], _ = scanned
+    else:
+        with timings("scan"):
+            data, image_size = _scan(config)
 
     keras().utils.set_random_seed(config.seed)
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
@@ -124,6 +149,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with timings("check"):
             data = _check_images(config, data, image_size, reporter, dist)
         counts = {split: len(samples) for split, samples in data.splits.items()}
+        if scanned:
+            reporter.info(scanned[3])
         if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
             config.epochs = auto_epochs(counts.get("train", 0))
             reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
