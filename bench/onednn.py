@@ -26,7 +26,7 @@ CHILD = r'''
 import json, sys, time
 import numpy as np
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.config import TRAIN_DEFAULTS
+from imgclass_cli.config import AUTO_BATCH, TRAIN_DEFAULTS
 from imgclass_cli.model import build
 from imgclass_cli.run.inference import predict_probs
 from imgclass_cli.run.training import make_loss, make_optimizer
@@ -39,11 +39,12 @@ result = {}
 
 # train: the default scratch cnn, as `imgclass train` compiles it
 c = TRAIN_DEFAULTS
+batch = max(AUTO_BATCH)  # the default batch of a large set (Fashion-MNIST)
 model = build.build_classifier("cnn", 10, 28, dropout=c.dropout)
 model.compile(optimizer=make_optimizer(c, c.learning_rate, 750, 5), loss=make_loss(c, 10))
-x = rng.integers(0, 256, (c.batch_size * 20, 28, 28, 3)).astype("float32")
+x = rng.integers(0, 256, (batch * 20, 28, 28, 3)).astype("float32")
 y = rng.integers(0, 10, len(x)).astype("int32")
-ds = tf().data.Dataset.from_tensor_slices((x, y)).repeat().batch(c.batch_size).prefetch(4)
+ds = tf().data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch).prefetch(4)
 model.fit(ds, steps_per_epoch=20, epochs=1, verbose=0)  # trace and warm up
 t, cpu = time.time(), time.process_time()
 model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
