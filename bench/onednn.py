@@ -53,7 +53,7 @@ result["train"] = {"wall_ms": 1000 * (time.time() - t) / steps, "cpu_ms": 1000 *
 # forward: a frozen backbone's inference pass
 model = build.build_classifier(backbone, 2, size, weights="none", trainable_backbone=False)
 x = rng.integers(0, 256, (n_images, size, size, 3)).astype("float32")
-batches = tf().data.Dataset.from_tensor_slices(x).batch(32)
+batches = tf().data.Dataset.from_tensor_slices((x, np.zeros(len(x), "int32"))).batch(32)
 predict_probs(model, batches.take(1))  # trace
 t, cpu = time.time(), time.process_time()
 predict_probs(model, batches)
