@@ -318,7 +318,7 @@ def train(
     weights: Annotated[str, typer.Option("--weights", help="none, imagenet, or a weights file (backbone --arch only).")] = TRAIN_DEFAULTS.weights,
     image_size: ImageSizeOpt = TRAIN_DEFAULTS.image_size,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Training epochs.", show_default=f"{AUTO_EPOCHS[1]}, fewer on large sets: about {AUTO_EPOCHS_IMAGES:,} images, at least {AUTO_EPOCHS[0]} epochs")] = TRAIN_DEFAULTS.epochs,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.", show_default=f"{max(AUTO_BATCH)}, fewer on small sets: the largest of {', '.join(map(str, sorted(AUTO_BATCH, reverse=True)))} giving {AUTO_BATCH_STEPS} steps an epoch")] = TRAIN_DEFAULTS.batch_size,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.", show_default=f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}")] = TRAIN_DEFAULTS.batch_size,
     learning_rate: LrOpt = TRAIN_DEFAULTS.learning_rate,
     augment: AugOpt = TRAIN_DEFAULTS.augment,
     val_split: ValOpt = TRAIN_DEFAULTS.val_split,

@@ -97,9 +97,9 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
         train_images = len(data.splits.get("train", []))
         config.batch_size = auto_batch_size(train_images)
         # Printed with the epochs after the image check: a bad file's error stays the only line.
-        message = (f"batch size {config.batch_size} (the default for {train_images} training images: the largest of "
-                   f"{', '.join(map(str, sorted(AUTO_BATCH, reverse=True)))} giving {AUTO_BATCH_STEPS} steps an "
-                   "epoch; --batch-size sets it)")
+        message = (f"batch size {config.batch_size} (the default for {train_images} training images: {max(AUTO_BATCH)}, "
+                   f"smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}; "
+                   "--batch-size sets it)")
         scanned = (data, image_size, time.perf_counter() - started, message)
     dist = distribute.start(config)  # before TensorFlow builds anything
     dist.run_out = config.out
