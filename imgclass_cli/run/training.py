@@ -8,7 +8,7 @@ import shlex
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -82,6 +82,15 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
     return _Progress()
 
 
+class _Scanned(NamedTuple):
+    """The scan run() makes before the strategy starts when the batch size is the default (it depends on the data)."""
+
+    data: object
+    image_size: int
+    seconds: float
+    batch_message: str  # printed after the image check, so a bad file's error stays the only line
+
+
 def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
     """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`).
 
@@ -96,11 +105,10 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
         data, image_size = _scan(config)
         train_images = len(data.splits.get("train", []))
         config.batch_size = auto_batch_size(train_images)
-        # Printed with the epochs after the image check: a bad file's error stays the only line.
         message = (f"batch size {config.batch_size} (the default for {train_images} training images: {max(AUTO_BATCH)}, "
                    f"smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}; "
                    "--batch-size sets it)")
-        scanned = (data, image_size, time.perf_counter() - started, message)
+        scanned = _Scanned(data, image_size, time.perf_counter() - started, message)
     dist = distribute.start(config)  # before TensorFlow builds anything
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
@@ -123,14 +131,14 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
 
 
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
-         dist: distribute.Distribution, scanned: tuple | None = None) -> TrainResult:
-    """scanned: (data, image size, seconds, message) when run() scanned already (to pick the default batch size)."""
-    started = time.time() - (scanned[2] if scanned else 0.0)
+         dist: distribute.Distribution, scanned: _Scanned | None = None) -> TrainResult:
+    """scanned: run()'s scan when it scanned already (to pick the default batch size)."""
+    started = time.time() - (scanned.seconds if scanned else 0.0)
     timings = Timings()
     out = config.out
     _check_outputs(config, force)
     if scanned:
-        data, image_size, timings.seconds["scan"], _ = scanned
+        data, image_size, timings.seconds["scan"] = scanned.data, scanned.image_size, scanned.seconds
     else:
         with timings("scan"):
             data, image_size = _scan(config)
@@ -150,7 +158,7 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
             data = _check_images(config, data, image_size, reporter, dist)
         counts = {split: len(samples) for split, samples in data.splits.items()}
         if scanned:
-            reporter.info(scanned[3])
+            reporter.info(scanned.batch_message)
         if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
             config.epochs = auto_epochs(counts.get("train", 0))
             reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
