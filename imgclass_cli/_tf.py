@@ -49,6 +49,18 @@ def keras():
     return keras
 
 
+def without_autotune(ds):
+    """`ds` with tf.data's autotuning off: map parallelism defaults to the CPU count (at most 16) and prefetch
+    buffers still grow as needed, but no autotuning thread runs. In TensorFlow 2.21 that thread is not woken when
+    its iterator is deleted: the deletion waits out the thread's current optimisation period, which doubles up to
+    60 s. Keras deletes the training iterator at the start of every epoch and when fit returns, so about a third
+    of the epochs froze the process for 10-60 s (bench/autotune_stall.py). Every tf.data pipeline of imgclass
+    that is iterated goes through here."""
+    options = tf().data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 _FORWARD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 

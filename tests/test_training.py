@@ -289,3 +289,34 @@ def test_the_default_length_is_12_epochs_and_fewer_on_large_sets_with_at_least_5
     assert TRAIN_DEFAULTS.epochs is None  # train without --epochs: auto_epochs once the images are counted
     # a photo set of a few hundred images, a mid-size set, Fashion-MNIST's 48,000 training images, a huge set
     assert [auto_epochs(n) for n in (0, 245, 20_000, 30_000, 48_000, 1_000_000)] == [12, 12, 12, 8, 5, 5]
+
+
+def test_every_dataset_train_finetune_and_evaluate_iterate_has_tf_data_autotuning_off(tmp_path, data_dir, runner,
+                                                                                       monkeypatch):
+    """TensorFlow 2.21's autotuning thread is not woken when its iterator is deleted, and Keras deletes one at every
+    epoch's start and at fit's end: with autotuning on, a third of the epochs froze for 10-60 s
+    (bench/autotune_stall.py). Every iterator a run creates (the check's decode, training, validation, the feature
+    cache, evaluation) must come from a pipeline with autotuning off."""
+    from tensorflow.python.data.ops import iterator_ops
+
+    seen = []
+    init = iterator_ops.OwnedIterator.__init__
+
+    def spy(self, dataset=None, *args, **kwargs):
+        if dataset is not None:
+            seen.append(dataset.options().autotune.enabled)  # None (the default) means on
+        init(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(iterator_ops.OwnedIterator, "__init__", spy)
+    out = str(tmp_path / "run")
+    r = runner.invoke(app, ["train", data_dir, "--image-size", "16", "--epochs", "2", "--out", out, "-q"])
+    assert r.exit_code == 0, r.output
+    after_train = len(seen)
+    r = runner.invoke(app, ["finetune", data_dir, "--weights", out, "--epochs", "2", "--out", str(tmp_path / "ft"), "-q"])
+    assert r.exit_code == 0, r.output
+    after_finetune = len(seen)
+    r = runner.invoke(app, ["evaluate", out, data_dir, "-q"])
+    assert r.exit_code == 0, r.output
+    # check + 2 training epochs + validation at least; the feature cache's passes; evaluation
+    assert after_train >= 4 and after_finetune > after_train and len(seen) > after_finetune
+    assert seen == [False] * len(seen)

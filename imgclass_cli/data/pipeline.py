@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclass_cli._tf import keras, tf
+from imgclass_cli._tf import keras, tf, without_autotune
 from imgclass_cli.config import MEMORY_CACHE_LIMIT_BYTES, Augment
 from imgclass_cli.errors import first_line
 from imgclass_cli.data import tfrecord
@@ -90,7 +90,7 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
     aug = augmentation(spec.augment, spec.seed) if training else None
     if aug is not None:
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return without_autotune(ds.prefetch(AUTOTUNE))
 
 
 def decode_all(n: int, item: Callable[[int], tuple[str, int] | None], image_size: int, *, keep: bool,
@@ -124,7 +124,7 @@ def decode_all(n: int, item: Callable[[int], tuple[str, int] | None], image_size
                                             np.array(orients, np.int32)))
     ds = ds.map(lambda i, p, o: (i, decode(t.io.read_file(p), image_size, o)), num_parallel_calls=t.data.AUTOTUNE,
                 deterministic=True)
-    ds = ds.ignore_errors().batch(64).prefetch(4)
+    ds = without_autotune(ds.ignore_errors().batch(64).prefetch(4))
     failed: list[int] = []
     k = 0  # position in `yielded`: every yielded index before the next one received has failed
     for idx, x in ds:

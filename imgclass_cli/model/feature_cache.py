@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgclass_cli import fs
-from imgclass_cli._tf import keras, tf
+from imgclass_cli._tf import keras, tf, without_autotune
 from imgclass_cli import config
 from imgclass_cli.model.build import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER, PREPROCESS_LAYER
 
@@ -166,7 +166,7 @@ def dataset(cache: FeatureCache, batch_size: int, seed: int, *, shuffle: bool):
         ds = ds.batch(batch_size).map(load)
     if shuffle and cache.views > 1:
         ds = ds.repeat()
-    return ds.prefetch(t.data.AUTOTUNE)
+    return without_autotune(ds.prefetch(t.data.AUTOTUNE))
 
 
 def head_model(model, inputs_like, top=None):
