@@ -203,14 +203,19 @@ def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
         x = L.Dense(128, activation="relu")(x)
         x = L.Dropout(0.5)(x)
     else:
-        # Default: four conv-BatchNorm-ReLU blocks doubling the width (32..256), pooling between them, global
-        # pooling instead of a huge dense layer. One conv per block (about 10 M multiply-adds for a 28 px image,
-        # against about 38 M with two per block) is what fits the seed's time budget on 2 CPU cores
-        # (bench/fmnist_scratch_vs_seed000.py).
+        # Default: four conv blocks doubling the width (32..256), pooling between them, global pooling instead
+        # of a huge dense layer. One conv per block (about 10 M multiply-adds for a 28 px image, against about 38 M
+        # with two per block) is what fits the seed's time budget on 2 CPU cores (bench/fmnist_scratch_vs_seed000.py).
+        # BatchNorm in blocks 2-4, not in the first: at full resolution TensorFlow's CPU BatchNorm cost a quarter
+        # of the training step, running on one core (bench/cnn_first_block.py), for no measured accuracy (Fashion-
+        # MNIST 6 epochs 0.9314 with it, 0.9301 without; hymenoptera, 4 seeds, 0.740 with, 0.732 without).
         for i, filters in enumerate((32, 64, 128, 256)):
-            x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = L.BatchNormalization(momentum=0.9)(x)  # settles within the first epoch on small data
-            x = L.Activation("relu")(x)
+            if i == 0:
+                x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
+            else:
+                x = L.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+                x = L.BatchNormalization(momentum=0.9)(x)  # settles within the first epoch on small data
+                x = L.Activation("relu")(x)
             if i < 3:
                 x = L.MaxPooling2D()(x)
         x = L.GlobalAveragePooling2D()(x)

@@ -82,6 +82,28 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
     return _Progress()
 
 
+def _validation_callback(model, val_ds, loss_fn):
+    """Validation after every epoch with imgclass's traced forward pass (inference.predict_probs) instead of Keras
+    fit's own: it puts val_loss and val_accuracy into the epoch's logs for the callbacks after it (put it first),
+    and keeps the epoch's (labels, probabilities) as `last`. When the weights have not changed since the last
+    epoch, `last` is the final validation, so the validation images are not run through the model a second
+    time. A deferred SIGINT/SIGTERM is acted on between its batches, as between Keras' validation batches."""
+
+    class _Validate(keras().callbacks.Callback):
+        last = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.last = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            labels, probs = predict_probs(model, val_ds, progress=lambda done: interrupts.check())
+            if logs is not None:
+                logs.update(distribute.val_logs(loss_fn, labels, probs))
+            self.last = (labels, probs)
+
+    return _Validate()
+
+
 class _Scanned(NamedTuple):
     """The scan run() makes before the strategy starts when the batch size is the default (it depends on the data)."""
 
@@ -533,6 +555,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     position = {"phase": start_phase, "epoch": start_epoch}
     custom = dist is not None and dist.custom_loop
     val = None
+    last_validation = None  # (labels, probabilities) of the last epoch run, at the weights fit ended with
     if custom and "val" in data.splits and data.splits["val"]:
         labels = np.array([s.label for s in data.splits["val"]])
         val = distribute.Validation(fit.val, labels, dist.positions("val", len(labels)))
@@ -567,7 +590,11 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
                 except fs.WriteFailed as e:  # e.g. a full disk: the previous checkpoint is still whole
                     raise _with_resume_hint(e, config, out) from None
 
+            validate = None if custom or fit.val is None else _validation_callback(
+                fit.model, fit.val, make_loss(config, num_classes, None))
             cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
+            if validate is not None:
+                cbs.insert(0, validate)  # first: the others read its val_loss and val_accuracy
             if config.patience > 0 and fit.val is not None:
                 cbs.append(ckpt.early_stopping(config.patience))
             cbs.append(timings.epoch_callback())  # after the checkpoint: an epoch's time includes its save
@@ -578,14 +605,17 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
                                         optimizer=opt, class_weights=weights, epochs=phase.epochs,
                                         initial_epoch=initial, steps=steps, callbacks=cbs, num_classes=num_classes)
                 else:
-                    fit.model.fit(fit.train, validation_data=fit.val, epochs=phase.epochs, initial_epoch=initial,
+                    fit.model.fit(fit.train, epochs=phase.epochs, initial_epoch=initial,
                                   verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
             finally:
                 reporter.close()  # also when fit raised: no live bar left under the error line
+            last_validation = validate.last if validate is not None else None
             interrupts.check()
         with timings("final_validation"):
             if val is not None:
                 result = history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
+            elif last_validation is not None and config.patience == 0:  # early stopping may restore other weights
+                result = history, last_validation
             else:
                 result = history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
         interrupts.check()
