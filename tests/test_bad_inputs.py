@@ -254,3 +254,58 @@ def test_only_one_class(runner, tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["classes"] == ["cats"]
     r = runner.invoke(app, ["train", str(tmp_path / "out"), "--image-size", "32"])
     assert r.exit_code == 2 and "only one class (cats)" in r.stderr
+
+
+def test_plain_pngs_are_probed_without_pillow_exactly_as_pillow_reads_them_and_the_rest_go_to_pillow(tmp_path):
+    """The header probe reads plain 8-bit PNGs itself (Pillow's open was most of the check's probe time): the same
+    size and mode as Pillow for each colour type; anything else (16-bit, interlaced, a bad CRC, an orientation, a
+    chunk cut short, an unknown chunk before the pixels) is left to Pillow and gets exactly the result it gave."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image, PngImagePlugin
+
+    from imgclass_cli.data import imagefile
+
+    def png(mode, size=(9, 7), palette=1, **kw):
+        buf = io.BytesIO()
+        im = Image.new(mode, size)
+        if mode == "P":
+            im.putpalette(list(range(palette)) * 3)  # 256 colours: an 8-bit PNG; 1 colour: a 1-bit one
+            im.putdata([i % palette for i in range(size[0] * size[1])])
+        im.save(buf, "PNG", **kw)
+        return buf.getvalue()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def pillow(contents):
+        with Image.open(io.BytesIO(contents)) as im:
+            return im.size + (im.mode,)
+
+    plain = [png(m) for m in ("L", "RGB", "LA", "RGBA")] + [png("P", palette=256), png("RGB", transparency=(1, 2, 3))]
+    for contents in plain:
+        assert imagefile._plain_png(contents) == pillow(contents)
+        info = imagefile.probe_bytes(contents)
+        assert info.ok and (info.width, info.height, info.mode, info.orientation) == pillow(contents) + (1,)
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("comment", "an iTXt chunk")
+    rgb = png("RGB")
+    bad_crc = rgb[:29] + bytes([rgb[29] ^ 1]) + rgb[30:]
+    unknown = rgb[:33] + chunk(b"zzZz", b"data") + rgb[33:]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    interlaced = rgb[:8] + chunk(b"IHDR", rgb[16:28] + b"\1") + rgb[33:]
+    assert pillow(interlaced) == (9, 7, "RGB")
+    others = [png("I;16"), png("1"), png("P"), interlaced, bad_crc, unknown, png("RGB", exif=exif.tobytes()),
+              png("RGB", pnginfo=text), rgb[:40]]
+    for contents in others:
+        assert imagefile._plain_png(contents) is None
+    # what they give is Pillow's answer, as before
+    assert imagefile.probe_bytes(png("RGB", exif=exif.tobytes())).orientation == 6
+    assert imagefile.probe_bytes(png("I;16")).mode == "I;16"
+    assert imagefile.probe_bytes(bad_crc).reason.startswith("cannot decode: broken PNG header")
+    assert not imagefile.probe_bytes(png("RGB", (2, 2))).ok  # below the minimum side
+    tiny = png("RGB", (3, 30))
+    assert imagefile._plain_png(tiny) == (3, 30, "RGB") and "below the 4-pixel minimum" in imagefile.probe_bytes(tiny).reason
