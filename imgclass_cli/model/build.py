@@ -206,9 +206,10 @@ def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
         # Default: four conv blocks doubling the width (32..256), pooling between them, global pooling instead
         # of a huge dense layer. One conv per block (about 10 M multiply-adds for a 28 px image, against about 38 M
         # with two per block) is what fits the seed's time budget on 2 CPU cores (bench/fmnist_scratch_vs_seed000.py).
-        # BatchNorm in blocks 2-4, not in the first: at full resolution TensorFlow's CPU BatchNorm cost a quarter
-        # of the training step, running on one core (bench/cnn_first_block.py), for no measured accuracy (Fashion-
-        # MNIST 6 epochs 0.9314 with it, 0.9301 without; hymenoptera, 4 seeds, 0.740 with, 0.732 without).
+        # BatchNorm in blocks 2-4, not in the first: at full resolution TensorFlow's CPU BatchNorm runs on one core;
+        # without it a step takes 8-13% less CPU (bench/cnn_first_block.py) and a Fashion-MNIST epoch 53.1 s instead
+        # of 59.0 s, for no measured accuracy (6 epochs 0.9301 without, 0.9314 with; hymenoptera, 4 seeds, 0.732
+        # without, 0.740 with: within one standard error).
         for i, filters in enumerate((32, 64, 128, 256)):
             if i == 0:
                 x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
