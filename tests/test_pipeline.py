@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imgclass_cli.data import pipeline
@@ -88,9 +89,13 @@ def test_an_image_already_at_the_size_decodes_to_exactly_what_the_models_resizin
         assert pipeline.decode(open(tmp_path / "w.png", "rb").read(), size).shape == (size, size, 3)
 
 
-def test_decode_all_reports_failures_side_by_side_and_last_and_decodes_every_other_file(tmp_path):
+@pytest.mark.parametrize("first_chunk", [1024, 2])
+def test_decode_all_reports_failures_side_by_side_and_last_and_decodes_every_other_file(tmp_path, monkeypatch,
+                                                                                      first_chunk):
     """Corrupt files side by side (3, 4) and last (9); the probe leaves out file 6. Every other file is decoded
-    once, in its place; progress ends at n."""
+    once, in its place; progress ends at n and never goes back. With first_chunk 2 the files go in chunks of 2, 4
+    and 4 (the failures straddle the first boundary): the same result."""
+    monkeypatch.setattr(pipeline, "FIRST_CHUNK", first_chunk)
     rng = np.random.default_rng(1)
     paths = []
     for i in range(10):
@@ -103,13 +108,42 @@ def test_decode_all_reports_failures_side_by_side_and_last_and_decodes_every_oth
 
     def item(i):
         asked.append(i)
-        return None if i == 6 else (paths[i], 1)
+        return None if i == 6 else (paths[i], 1, None)
 
     images, failed = pipeline.decode_all(10, item, 5, keep=True, progress=lambda d, n: done.append(d))
-    assert failed == [3, 4, 9] and sorted(asked) == list(range(10)) and done[-1] == 10
+    assert failed == [3, 4, 9] and sorted(asked) == list(range(10)) and done[-1] == 10 and done == sorted(done)
     for i in (0, 1, 2, 5, 7, 8):
         assert np.array_equal(images[i], pipeline.decode(open(paths[i], "rb").read(), 5).numpy()), i
     assert not images[6].any()
+
+
+def test_decode_all_probes_the_next_chunk_while_the_one_before_decodes_and_stops_at_the_first_failure(
+        tmp_path, monkeypatch):
+    """Chunks of 2, 4, 8 files: the probe (item) of files 2-5 runs before any of files 0-1 is reported decoded,
+    i.e. while they decode. stop_on_error: a decode failure in the second chunk (file 3) ends the pass once that
+    chunk is collected; the third chunk is probed but never decoded."""
+    monkeypatch.setattr(pipeline, "FIRST_CHUNK", 2)
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(14):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).save(p)
+        if i == 3:
+            p.write_bytes(p.read_bytes()[:60])
+        paths.append(str(p))
+    events = []
+
+    def item(i):
+        events.append(("probe", i))
+        return paths[i], 1, None
+
+    images, failed = pipeline.decode_all(14, item, 5, keep=True, stop_on_error=True,
+                                         progress=lambda d, n: events.append(("done", d)))
+    assert failed == [3]
+    first_done = events.index(("done", 2))
+    assert {i for kind, i in events[:first_done] if kind == "probe"} == set(range(6))
+    assert ("done", 14) not in events and [i for kind, i in events if kind == "probe"] == list(range(14))
+    assert images[0].any() and images[5].any() and not images[6:].any()  # chunk 3 probed, never decoded
 
 
 def test_a_png_orientation_is_read_from_exif_and_xmp_and_a_plain_png_is_upright(tmp_path):

@@ -17,14 +17,21 @@ from imgclass_cli.data.imagefile import CHECK_SIZE, FileInfo, decode_error, prob
 from imgclass_cli.errors import ImgclassError
 
 
-def check_file(path: str, *, decode: bool = True, digest: bool = True) -> FileInfo:
-    """probe_bytes + sha256 + a decode with imagefile.decode, the decoder of training and prediction."""
+def probe_file(path: str) -> tuple[FileInfo, bytes | None]:
+    """Read a file and probe its header (imagefile.probe_bytes): (its FileInfo, its bytes; None if unreadable)."""
     try:
         with open(path, "rb") as f:
             contents = f.read()
     except OSError as e:
-        return FileInfo(path=path).fail(why_not_image(path) if e.errno else f"cannot read: {e}")
-    info = probe_bytes(contents, path)
+        return FileInfo(path=path).fail(why_not_image(path) if e.errno else f"cannot read: {e}"), None
+    return probe_bytes(contents, path), contents
+
+
+def check_file(path: str, *, decode: bool = True, digest: bool = True) -> FileInfo:
+    """probe_bytes + sha256 + a decode with imagefile.decode, the decoder of training and prediction."""
+    info, contents = probe_file(path)
+    if contents is None:
+        return info
     if digest:
         info.sha256 = hashlib.sha256(contents).hexdigest()
     if info.ok and decode:
@@ -70,8 +77,8 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
            image_size: int | None = None) -> Dataset:
     """Decode-check every sample before any epoch starts: skip (warn, naming each file) or fail on the first.
 
-    One pass over the files: the header probe (check_file without decoding) in order, and the decode with the
-    training decoder in a parallel tf.data pipeline (pipeline.decode_all). With `image_size`, the decoded images
+    One pass over the files: each is read once, its header probed (probe_file) in order, and its bytes decoded with
+    the training decoder in parallel tf.data pipelines (pipeline.decode_all). With `image_size`, the decoded images
     are kept (data.images, uint8) when they fit in memory, so the first epoch decodes nothing again; a prepared
     folder's samples were checked by prepare (data.verified): its bad files are reported, not probed, and its
     images are only decoded to be kept. A file that fails the decode is decoded once more on its own
@@ -94,13 +101,14 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
 
         def item(j):
             s = samples[order[j]]
-            if not data.verified:
-                info = check_file(s.path, decode=False, digest=False)
-                if not info.ok:
-                    bad[s.path] = info.reason
-                    return None
-                s.orientation = info.orientation
-            return s.path, s.orientation
+            if data.verified:
+                return s.path, s.orientation, None
+            info, contents = probe_file(s.path)
+            if not info.ok:
+                bad[s.path] = info.reason
+                return None
+            s.orientation = info.orientation
+            return s.path, s.orientation, contents  # decoded from these bytes: the file is read once
 
         size = image_size if keep else CHECK_SIZE
         decoded, failed = pipeline.decode_all(len(samples), item, size, keep=keep, stop=lambda: fail and bool(bad),
