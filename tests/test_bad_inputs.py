@@ -171,6 +171,9 @@ def test_exif_orientation_identical_in_training_and_prediction(zoo):
     assert np.array_equal(x_train, x_pred)
     # Turned 90 degrees clockwise: the red top half is now on the right, blue on the left.
     assert x_pred[8, 12, 0] > 150 and x_pred[8, 3, 2] > 150
+    # The check's decode (the images it keeps for the first epoch): turned when told so, beside an upright file.
+    images, failed = pipeline.decode_all(2, lambda i: (path, (6, 1)[i], None), 16, keep=True)
+    assert not failed and np.array_equal(images[0], x_pred) and not np.array_equal(images[1], x_pred)
 
 
 @pytest.mark.slow

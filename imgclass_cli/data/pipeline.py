@@ -80,8 +80,11 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
             ds = t.data.Dataset.from_tensor_slices((paths, labels, orientations))
             if training and not cache:
                 ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
-            ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, o), y), num_parallel_calls=AUTOTUNE,
-                        deterministic=True)
+            # All upright (the usual case): the decoder leaves out the orientation's switch, the same pixels for a
+            # quarter less decode CPU on small images (see decode_all).
+            upright = bool((orientations == 1).all())
+            ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, 1 if upright else o), y),
+                        num_parallel_calls=AUTOTUNE, deterministic=True)
         if cache:
             ds = ds.cache()
             if training:
