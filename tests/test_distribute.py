@@ -147,6 +147,26 @@ def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runn
     assert abs(a["val_loss"] - b["val_loss"]) <= 0.1, (a, b)
 
 
+@pytest.mark.slow
+def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_given_one_is_refused(tmp_path):
+    """Three replicas: train's automatic batch (16 for 29 training images) becomes 18, said and recorded; the same
+    16 given as --batch-size is an error (exit 2) that names it, before any work."""
+    data = make_class_folders(tmp_path / "data", per_class=12, seed=3)
+    script = tmp_path / "mirrored3.py"
+    script.write_text(MIRRORED.replace("* 2)", "* 3)"))
+    args = ["train", data, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "1", "--strategy", "mirrored"]
+    out = str(tmp_path / "run")
+    proc = subprocess.run([sys.executable, str(script), *args, "--out", out], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 29 training images" in proc.stderr
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["options"]["batch_size"] == 18 and config["distribute"]["per_replica_batch"] == 6
+    proc = subprocess.run([sys.executable, str(script), *args, "--batch-size", "16", "--out", str(tmp_path / "r2")],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--batch-size 16: the global batch must be a multiple of the 3 replicas" in proc.stderr
+
+
 # --- two workers on 127.0.0.1 ------------------------------------------------------------------------------
 
 # Runs the CLI and, when it saves the run (chief or worker), taps the final weights into $TAP: the worker's own

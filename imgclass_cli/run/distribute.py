@@ -216,9 +216,10 @@ class Distribution:
         return self.strategy.reduce(t.distribute.ReduceOp.SUM, per, axis=None).numpy()
 
 
-def start(config: TrainConfig) -> Distribution:
+def start(config: TrainConfig, auto_batch: bool = False) -> Distribution:
     """Create the strategy. Called before TensorFlow builds anything: MultiWorkerMirroredStrategy sets up the
-    collective ops when the runtime starts, and logical devices cannot change afterwards."""
+    collective ops when the runtime starts, and logical devices cannot change afterwards. auto_batch: the batch
+    size is imgclass's default, not the user's: rounded up to a multiple of the replicas instead of refused."""
     kind = check(config.strategy)
     cluster = cluster_from_env() if kind == Strategy.multiworker else None
     timeout = collective_timeout() if cluster else None
@@ -245,6 +246,8 @@ def start(config: TrainConfig) -> Distribution:
             raise ImgclassError(f"--strategy multiworker: cannot start the cluster from TF_CONFIG "
                                 f"({first_line(e)}); {_SEE}") from None
     replicas = int(strategy.num_replicas_in_sync)
+    if config.batch_size % replicas and auto_batch:
+        return Distribution(kind, strategy, replicas, -(-config.batch_size // replicas) * replicas, cluster, devices)
     if config.batch_size % replicas:
         raise ImgclassError(f"--batch-size {config.batch_size}: the global batch must be a multiple of the "
                             f"{replicas} replicas of --strategy {kind.value}")

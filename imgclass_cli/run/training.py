@@ -131,7 +131,13 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
                    f"smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}; "
                    "--batch-size sets it)")
         scanned = _Scanned(data, image_size, time.perf_counter() - started, message)
-    dist = distribute.start(config)  # before TensorFlow builds anything
+    dist = distribute.start(config, auto_batch=scanned is not None)  # before TensorFlow builds anything
+    if scanned and dist.global_batch != config.batch_size:  # the default, rounded up to a multiple of the replicas
+        message = scanned.batch_message.replace(
+            f"batch size {config.batch_size} (", f"batch size {dist.global_batch} ({config.batch_size} rounded up to a "
+            f"multiple of the {dist.replicas} replicas; ", 1)
+        scanned = scanned._replace(batch_message=message)
+        config.batch_size = dist.global_batch
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
