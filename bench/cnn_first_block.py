@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from imgclass_cli._tf import keras, tf  # noqa: E402  (sets TF_ENABLE_ONEDNN_OPTS as imgclass does)
+from imgclass_cli._tf import keras, tf, without_autotune  # noqa: E402  (sets TF_ENABLE_ONEDNN_OPTS as imgclass does)
 from imgclass_cli.model import build  # noqa: E402
 
 
@@ -53,7 +53,9 @@ def main():
     x = rng.integers(0, 255, (64 * 40, a.size, a.size, 3), dtype=np.uint8)
     y = rng.integers(0, 10, len(x))
     ds = t.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64).map(lambda u, v: (t.cast(u, t.float32), v))
-    ds = ds.prefetch(2)
+    # tf.data autotuning off, as in every imgclass pipeline (_tf.without_autotune): with it on, the autotuning
+    # thread's timed wait paced every step here at exactly 85.3 or 128 ms, whatever the model (issue 12, fifth pass).
+    ds = without_autotune(ds.prefetch(2))
     models = {"BatchNorm in block 1 (before)": cnn(True, a.size), "no BatchNorm in block 1 (default)": cnn(False, a.size)}
     for m in models.values():
         m.compile(keras().optimizers.AdamW(1e-3), "sparse_categorical_crossentropy")

@@ -182,7 +182,7 @@ def _checked(value, hint, bounds):
 FINETUNE_ONLY = ("unfreeze", "unfreeze_from", "finetune_epochs", "finetune_lr_scale", "cache", "aug_views", "cache_dir")
 
 # The scratch recipe (issue 4): on Fashion-MNIST folders it beats the seed's 3-conv net (0.886 in 387-410 s here)
-# with 0.9301 test accuracy in 0.90x the seed's time (6 epochs; bench/fmnist_scratch_vs_seed000.py; before issue
+# with 0.9301 test accuracy in 0.88-0.90x the seed's time (6 epochs; bench/fmnist_scratch_vs_seed000.py; before issue
 # 12's fourth pass 0.9275 in 1.09x with 5 epochs). Batches of 64 keep 2 CPU cores busy (fewer images per
 # batch on small sets: AUTO_BATCH). No augmentation by default: on 2 cores `--augment light` more than doubled the epoch time (measured, 28 px), and
 # weight decay + label smoothing regularise instead; pass --augment light for small datasets.
