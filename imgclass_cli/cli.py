@@ -19,6 +19,8 @@ from imgclass_cli.config import (
     AUTO_BATCH_STEPS,
     AUTO_EPOCHS,
     AUTO_EPOCHS_IMAGES,
+    AUTO_LR,
+    AUTO_LR_BATCH,
     DEFAULT_SCRATCH_IMAGE_SIZE,
     EVAL_DEFAULTS,
     EXPORT_DEFAULTS,
@@ -44,6 +46,7 @@ from imgclass_cli.config import (
     Quantize,
     Strategy,
     TrainConfig,
+    auto_learning_rate,
 )
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
 
@@ -254,6 +257,7 @@ DataArg = Annotated[str, typer.Argument(metavar="DATA", help="Folder of class su
 ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
 LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
+TrainLrOpt = Annotated[float | None, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.", show_default=f"{AUTO_LR:g} x batch size / {AUTO_LR_BATCH}: {AUTO_LR:g} at {AUTO_LR_BATCH}, {auto_learning_rate(16):g} at 16")]
 AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
 ValOpt = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's --val).")]
 # Old spellings, kept one release as hidden aliases.
@@ -319,7 +323,7 @@ def train(
     image_size: ImageSizeOpt = TRAIN_DEFAULTS.image_size,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Training epochs.", show_default=f"{AUTO_EPOCHS[1]}, fewer on large sets: about {AUTO_EPOCHS_IMAGES:,} images, at least {AUTO_EPOCHS[0]} epochs")] = TRAIN_DEFAULTS.epochs,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.", show_default=f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}")] = TRAIN_DEFAULTS.batch_size,
-    learning_rate: LrOpt = TRAIN_DEFAULTS.learning_rate,
+    learning_rate: TrainLrOpt = TRAIN_DEFAULTS.learning_rate,
     augment: AugOpt = TRAIN_DEFAULTS.augment,
     val_split: ValOpt = TRAIN_DEFAULTS.val_split,
     val_split_alias: OldValOpt = None,

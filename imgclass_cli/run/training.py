@@ -19,11 +19,14 @@ from imgclass_cli.config import (
     AUTO_BATCH_STEPS,
     AUTO_EPOCHS,
     AUTO_EPOCHS_IMAGES,
+    AUTO_LR,
+    AUTO_LR_BATCH,
     Augment,
     ClassWeight,
     TrainConfig,
     auto_batch_size,
     auto_epochs,
+    auto_learning_rate,
 )
 from imgclass_cli.data import dataset, pipeline, tfrecord, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
@@ -138,6 +141,14 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
             f"multiple of the {dist.replicas} replicas; ", 1)
         scanned = scanned._replace(batch_message=message)
         config.batch_size = dist.global_batch
+    if config.learning_rate is None:  # train's default: scales with the batch (recorded as a number)
+        config.learning_rate = auto_learning_rate(config.batch_size)
+        said = (f"learning rate {config.learning_rate:g} (the default for batch size {config.batch_size}: "
+                f"{AUTO_LR:g} x batch / {AUTO_LR_BATCH}; --learning-rate sets it)")
+        if scanned:
+            scanned = scanned._replace(batch_message=f"{scanned.batch_message}; {said}")
+        else:
+            reporter.info(said)
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
