@@ -125,6 +125,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
     scanned = None
+    lr_message = None  # printed after the image check, like the batch line
     if config.batch_size is None:  # train's default: depends on the number of training images (the strategy needs it)
         started = time.perf_counter()
         data, image_size = _scan(config)
@@ -148,7 +149,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
         if scanned:
             scanned = scanned._replace(batch_message=f"{scanned.batch_message}; {said}")
         else:
-            reporter.info(said)
+            lr_message = said
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
@@ -159,7 +160,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
             config, callbacks = dataclasses.replace(config, out=out), None
         try:
             with fs.locked(out):
-                result = _run(config, reporter, force, callbacks, dist, scanned)
+                result = _run(config, reporter, force, callbacks, dist, scanned, lr_message)
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
@@ -170,8 +171,10 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
 
 
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
-         dist: distribute.Distribution, scanned: _Scanned | None = None) -> TrainResult:
-    """scanned: run()'s scan when it scanned already (to pick the default batch size)."""
+         dist: distribute.Distribution, scanned: _Scanned | None = None,
+         lr_message: str | None = None) -> TrainResult:
+    """scanned: run()'s scan when it scanned already (to pick the default batch size). lr_message: the default
+    learning rate's line when the batch size was given (else it is on the batch line)."""
     started = time.time() - (scanned.seconds if scanned else 0.0)
     timings = Timings()
     out = config.out
@@ -198,6 +201,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         counts = {split: len(samples) for split, samples in data.splits.items()}
         if scanned:
             reporter.info(scanned.batch_message)
+        if lr_message:
+            reporter.info(lr_message)
         if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
             config.epochs = auto_epochs(counts.get("train", 0))
             reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
