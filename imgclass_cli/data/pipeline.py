@@ -149,9 +149,8 @@ def decode_all(n: int, item: Callable[[int], tuple[str, int, bytes | None] | Non
             i += 1
         # This chunk starts before the one before it is collected, so TensorFlow's threads never wait for Python.
         started = _start(yielded, blobs, orients, image_size) if yielded else None
-        if running is not None:
-            if not _collect(*running, images, failed, n, progress) and stop_on_error:
-                return images, failed
+        if running is not None and not _collect(*running, images, failed, n, progress) and stop_on_error:
+            return images, failed
         if started is None:
             break
         running = started
