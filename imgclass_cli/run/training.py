@@ -113,7 +113,6 @@ class _Scanned(NamedTuple):
     data: object
     image_size: int
     seconds: float
-    batch_message: str  # printed after the image check, so a bad file's error stays the only line
 
 
 def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
@@ -125,31 +124,25 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
     scanned = None
-    lr_message = None  # printed after the image check, like the batch line
+    said: list[str] = []  # the defaults picked for this data, printed after the image check (_run)
     if config.batch_size is None:  # train's default: depends on the number of training images (the strategy needs it)
         started = time.perf_counter()
         data, image_size = _scan(config)
-        train_images = len(data.splits.get("train", []))
-        config.batch_size = auto_batch_size(train_images)
-        message = (f"batch size {config.batch_size} (the default for {train_images} training images: {max(AUTO_BATCH)}, "
-                   f"smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}; "
-                   "--batch-size sets it)")
-        scanned = _Scanned(data, image_size, time.perf_counter() - started, message)
+        config.batch_size = auto_batch_size(len(data.splits.get("train", [])))
+        scanned = _Scanned(data, image_size, time.perf_counter() - started)
     dist = distribute.start(config, auto_batch=scanned is not None)  # before TensorFlow builds anything
-    if scanned and dist.global_batch != config.batch_size:  # the default, rounded up to a multiple of the replicas
-        message = scanned.batch_message.replace(
-            f"batch size {config.batch_size} (", f"batch size {dist.global_batch} ({config.batch_size} rounded up to a "
-            f"multiple of the {dist.replicas} replicas; ", 1)
-        scanned = scanned._replace(batch_message=message)
+    if scanned:
+        train_images = len(scanned.data.splits.get("train", []))
+        rounded = "" if dist.global_batch == config.batch_size else (
+            f"{config.batch_size} rounded up to a multiple of the {dist.replicas} replicas; ")
+        said.append(f"batch size {dist.global_batch} ({rounded}the default for {train_images} training images: "
+                    f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to "
+                    f"{min(AUTO_BATCH)}; --batch-size sets it)")
         config.batch_size = dist.global_batch
     if config.learning_rate is None:  # train's default: scales with the batch (recorded as a number)
         config.learning_rate = auto_learning_rate(config.batch_size)
-        said = (f"learning rate {config.learning_rate:g} (the default for batch size {config.batch_size}: "
-                f"{AUTO_LR:g} x batch / {AUTO_LR_BATCH}; --learning-rate sets it)")
-        if scanned:
-            scanned = scanned._replace(batch_message=f"{scanned.batch_message}; {said}")
-        else:
-            lr_message = said
+        said.append(f"learning rate {config.learning_rate:g} (the default for batch size {config.batch_size}: "
+                    f"{AUTO_LR:g} x batch / {AUTO_LR_BATCH}; --learning-rate sets it)")
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
@@ -160,7 +153,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
             config, callbacks = dataclasses.replace(config, out=out), None
         try:
             with fs.locked(out):
-                result = _run(config, reporter, force, callbacks, dist, scanned, lr_message)
+                result = _run(config, reporter, force, callbacks, dist, scanned, said)
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
@@ -171,10 +164,9 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
 
 
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
-         dist: distribute.Distribution, scanned: _Scanned | None = None,
-         lr_message: str | None = None) -> TrainResult:
-    """scanned: run()'s scan when it scanned already (to pick the default batch size). lr_message: the default
-    learning rate's line when the batch size was given (else it is on the batch line)."""
+         dist: distribute.Distribution, scanned: _Scanned | None = None, said: list[str] | None = None) -> TrainResult:
+    """scanned: run()'s scan when it scanned already (to pick the default batch size). said: the defaults run()
+    picked (batch size, learning rate), one line after the image check, so a bad file's error stays the only line."""
     started = time.time() - (scanned.seconds if scanned else 0.0)
     timings = Timings()
     out = config.out
@@ -199,10 +191,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
         with timings("check"):
             data = _check_images(config, data, image_size, reporter, dist)
         counts = {split: len(samples) for split, samples in data.splits.items()}
-        if scanned:
-            reporter.info(scanned.batch_message)
-        if lr_message:
-            reporter.info(lr_message)
+        if said:
+            reporter.info("; ".join(said))
         if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
             config.epochs = auto_epochs(counts.get("train", 0))
             reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
