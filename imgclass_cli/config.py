@@ -296,8 +296,6 @@ MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused before decoding (boun
 MIN_IMAGE_SIDE = 4  # narrower or shorter images (a 1x1 tracking pixel) carry no class information
 SMALL_IMAGE_SIDE = 32  # reported by prepare as small, still used
 IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "Icon\r")  # system files ignored like hidden files
-MANIFEST = "manifest.csv"  # written by prepare; its presence makes a folder a prepared dataset
-PREPARE_INFO = "prepare.json"
 
 
 # prepare --tfrecord: ~100 MB shards (the size TensorFlow's data-input guide suggests: large enough for sequential

@@ -27,65 +27,31 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from imgclass_cli import interrupts
+from imgclass_cli import files, interrupts
 from imgclass_cli.errors import JobFailed
 
-MARKER = ".imgclass"
+MARKER = files.MARKER
 MARKER_KEY = "imgclass"
-
-
-def _json_has(key: str) -> Callable[[str], bool]:
-    def check(text: str) -> bool:
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError):
-            return False
-        return isinstance(data, dict) and key in data
-
-    return check
 
 
 @dataclass(frozen=True)
 class OutputKind:
-    """A kind of folder imgclass writes. Folders written before the `.imgclass` marker existed (`legacy_*`) are
-    recognised by their old marker file and may hold only files matching `legacy_files`."""
+    """A kind of folder imgclass writes, recognised by its `.imgclass` marker (a folder without one is the user's)."""
 
     name: str  # the marker's "kind"
     what: str  # "an imgclass run directory": used in messages
     patterns: tuple[str, ...] = ()  # working folders: what they may hold (fnmatch on paths relative to the folder)
-    legacy_marker: str | None = None
-    legacy_signature: Callable[[str], bool] = lambda text: False
-    legacy_files: tuple[str, ...] = ()
 
 
-RUN_MARKER_KEY = "imgclass_version"
-RUN_FILES = ("config.json", "model.keras", "labels.json", "history.csv", "metrics.json", "split.csv",
-             "timings.json", "training_curves.png", "confusion_matrix.png", "misclassified.csv", "tensorboard/*")
-RUN = OutputKind("run", "an imgclass run directory", legacy_marker="config.json",
-                 legacy_signature=_json_has(RUN_MARKER_KEY), legacy_files=RUN_FILES)
-EXPORT = OutputKind("export", "an imgclass export directory", legacy_marker="export.json",
-                    legacy_signature=_json_has("format"),
-                    legacy_files=("export.json", "labels.json", "labels.txt", "model.tflite", "model.keras",
-                                  "saved_model/*"))
-PREPARED = OutputKind("prepared", "a folder written by imgclass prepare", legacy_marker="prepare.json",
-                      legacy_signature=_json_has("imgclass_prepare"),
-                      legacy_files=("manifest.csv", "prepare.json", "train/*", "val/*", "test/*"))
-EXAMPLE_SIGNATURE = "imgclass example"
-TFDS_SIGNATURE = "imgclass export of tensorflow-datasets"
-EXAMPLE = OutputKind("example", "an imgclass example export", legacy_marker="SOURCE.txt",
-                     legacy_signature=lambda text: text.startswith(EXAMPLE_SIGNATURE),
-                     legacy_files=("SOURCE.txt", "train/*.png", "test/*.png"))
-TFDS = OutputKind("tfds", "an imgclass tfds export", legacy_marker="SOURCE.txt",
-                  legacy_signature=lambda text: text.startswith(TFDS_SIGNATURE),
-                  legacy_files=("SOURCE.txt", "*/*.png"))
+RUN = OutputKind("run", "an imgclass run directory")
+EXPORT = OutputKind("export", "an imgclass export directory")
+PREPARED = OutputKind("prepared", "a folder written by imgclass prepare")
+EXAMPLE = OutputKind("example", "an imgclass example export")
+TFDS = OutputKind("tfds", "an imgclass tfds export")
 FEATURE_CACHE = OutputKind("feature-cache", "an imgclass feature cache", patterns=("*.npy",))
-CHECKPOINT = OutputKind("checkpoint", "an imgclass checkpoint", legacy_marker="state.json",
-                        legacy_signature=_json_has("phase"),
-                        patterns=("state.json", "weights.npz", "model.weights.h5", "optimizer.npz", ".*.tmp", "*.tmp-*",
-                                  "tmp-*"),
-                        legacy_files=("state.json", "model.weights.h5", "optimizer.npz", "tmp-*"))
+CHECKPOINT = OutputKind("checkpoint", "an imgclass checkpoint", patterns=files.CHECKPOINT_PATTERNS)
 TENSORBOARD = OutputKind("tensorboard", "imgclass TensorBoard logs", patterns=("*/events.out.tfevents.*",))
-# Files imgclass added to a folder that is not its own (evaluate --output DIR/metrics.json): recorded so that
+# Files imgclass added to a folder that is not its own (evaluate --out DIR/metrics.json): recorded so that
 # a later run may overwrite them, and nothing else.
 FILES = OutputKind("files", "files written by imgclass")
 KINDS = (RUN, EXPORT, PREPARED, EXAMPLE, TFDS, FEATURE_CACHE, CHECKPOINT, TENSORBOARD, FILES)
@@ -159,45 +125,28 @@ def _matches(patterns: tuple[str, ...]) -> Callable[[str], bool]:
     return lambda rel: any(fnmatch.fnmatchcase(rel, p) for p in patterns)
 
 
-def is_legacy(path: str, kind: OutputKind) -> bool:
-    """A folder of `kind` written before the marker existed: its old marker file with imgclass's content."""
-    if kind.legacy_marker is None or os.path.lexists(os.path.join(path, MARKER)):
-        return False
-    try:
-        with open(os.path.join(path, kind.legacy_marker), encoding="utf-8") as f:
-            return kind.legacy_signature(f.read())
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 def is_owned(path: str, kind: OutputKind) -> bool:
     """True when `path` is a real folder imgclass wrote as `kind` and holds nothing imgclass did not write there."""
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     marker = read_marker(path)
-    if marker is not None:
-        if marker["kind"] != kind.name:
-            return False
-        listed = set(marker.get("files", []))
-        pattern = _matches(kind.patterns)
-        return _holds_only(path, lambda rel: rel in listed or pattern(rel))
-    return is_legacy(path, kind) and _holds_only(path, _matches(kind.legacy_files))
+    if marker is None or marker["kind"] != kind.name:
+        return False
+    listed = set(marker.get("files", []))
+    pattern = _matches(kind.patterns)
+    return _holds_only(path, lambda rel: rel in listed or pattern(rel))
 
 
 def is_kind(path: str, kind: OutputKind) -> bool:
-    """For *reading*: `path` carries imgclass's marker of `kind` (new or legacy), whatever else it holds."""
+    """For *reading*: `path` carries imgclass's marker of `kind`, whatever else it holds."""
     marker = read_marker(path)
-    return marker["kind"] == kind.name if marker is not None else is_legacy(path, kind)
+    return marker is not None and marker["kind"] == kind.name
 
 
 def owned_files(folder: str) -> set[str]:
-    """Files of `folder` imgclass may overwrite: those its marker lists (legacy run directories: a run's files)."""
+    """Files of `folder` imgclass may overwrite: those its marker lists."""
     marker = read_marker(folder)
-    if marker is not None:
-        return set(marker.get("files", []))
-    if is_legacy(folder, RUN):
-        return {p for p in RUN_FILES if "*" not in p}
-    return set()
+    return set(marker.get("files", [])) if marker is not None else set()
 
 
 def record(folder: str, paths: list[str]) -> None:
@@ -208,8 +157,7 @@ def record(folder: str, paths: list[str]) -> None:
     if marker is None and os.path.lexists(os.path.join(folder, MARKER)):
         raise ImgclassError(f"{os.path.join(folder, MARKER)}: not a marker imgclass wrote; refusing to write there")
     if marker is None:
-        kind, listed, extra = (RUN if is_legacy(folder, RUN) else FILES), set(owned_files(folder)), {}
-        listed &= set(list_files(folder))
+        kind, listed, extra = FILES, set(), {}
     else:
         kind = next(k for k in KINDS if k.name == marker["kind"])
         listed = set(marker["files"])
@@ -505,8 +453,8 @@ def _is_write_error(e: OSError, tmp: str) -> bool:
 
 def _tree_size(folder: str) -> int:
     total = 0
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
             try:
                 st = os.lstat(os.path.join(dirpath, name))
             except OSError:

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from imgclass_cli import files
 from imgclass_cli.cli import app
 from imgclass_cli.config import Augment, TrainConfig
 from imgclass_cli.errors import EXIT_INTERRUPTED, ImgclassError
@@ -140,7 +141,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_finishes_both_phases(data_dir, 
     assert not os.path.exists(out)  # no half run directory
     state = ckpt.read_state(folder)
     assert (state["phase"], state["epoch"], len(state["history"])) == (1, 1, 1)
-    assert os.path.exists(os.path.join(folder, ckpt.WEIGHTS)) and os.path.exists(os.path.join(folder, ckpt.OPTIMIZER))
+    assert os.path.exists(os.path.join(folder, files.WEIGHTS)) and os.path.exists(os.path.join(folder, files.OPTIMIZER))
 
     r = runner.invoke(app, ["finetune", data_dir, "--resume", out, "-q"])
     assert r.exit_code == 0, r.output

@@ -121,35 +121,40 @@ def test_prepare_force_keeps_a_project_with_its_own_prepare_json(runner, data_di
     assert checksums(project) == before
 
 
-def test_prepare_force_replaces_its_own_output_and_legacy_output(runner, data_dir, tmp_path):
+def test_prepare_force_replaces_its_own_output_only(runner, data_dir, tmp_path):
     out = str(tmp_path / "prep")
     assert runner.invoke(app, ["prepare", data_dir, out, "-q"]).exit_code == 0
     marker = fs.read_marker(out)
     assert marker["kind"] == "prepared" and "manifest.csv" in marker["files"]
     assert runner.invoke(app, ["prepare", data_dir, out, "-q", "--force"]).exit_code == 0
-    os.remove(os.path.join(out, fs.MARKER))  # a folder written before the marker existed: still recognised
-    assert runner.invoke(app, ["prepare", data_dir, out, "-q", "--force"]).exit_code == 0
-    open(os.path.join(out, "train", "my-notes.txt"), "w").write("mine")  # ... but not once it holds a user's file
+    open(os.path.join(out, "train", "my-notes.txt"), "w").write("mine")  # not once it holds a user's file
     r = runner.invoke(app, ["prepare", data_dir, out, "-q", "--force"])
     assert r.exit_code == 2 and "refusing" in r.stderr
     assert open(os.path.join(out, "train", "my-notes.txt")).read() == "mine"
+    os.remove(os.path.join(out, "train", "my-notes.txt"))
+    os.remove(os.path.join(out, fs.MARKER))  # without imgclass's marker the folder is the user's, whatever it holds
+    before = checksums(out)
+    r = runner.invoke(app, ["prepare", data_dir, out, "-q", "--force"])
+    assert r.exit_code == 2 and "refusing" in r.stderr
+    assert checksums(out) == before
 
 
-def test_ownership_rule_nested_exports_and_legacy_runs(tmp_path):
+def test_ownership_rule_nested_exports_and_unmarked_folders(tmp_path):
     run = tmp_path / "run"
     with fs.staged(str(run), False, fs.RUN) as tmp:
         for name in ("model.keras", "labels.json", "history.csv"):
             open(os.path.join(tmp, name), "w").write("x")
-        json.dump({fs.RUN_MARKER_KEY: "0.1.0"}, open(os.path.join(tmp, "config.json"), "w"))
+        json.dump({"imgclass_version": "0.1.0"}, open(os.path.join(tmp, "config.json"), "w"))
     assert fs.is_owned(str(run), fs.RUN)
     with fs.staged(str(run / "export" / "tflite"), False, fs.EXPORT) as tmp:  # an export written later inside it
         open(os.path.join(tmp, "model.tflite"), "w").write("x")
     assert fs.is_owned(str(run), fs.RUN)
-    os.remove(run / fs.MARKER)  # a run from before the marker: its own files only
-    assert fs.is_owned(str(run), fs.RUN)
     open(run / "thesis.tex", "w").write("mine")
     assert not fs.is_owned(str(run), fs.RUN)
     assert not fs.is_owned(str(run), fs.EXPORT)  # the kind must match too
+    os.remove(run / "thesis.tex")
+    os.remove(run / fs.MARKER)  # no marker: the user's folder, even holding only a run's files
+    assert not fs.is_owned(str(run), fs.RUN)
 
 
 # ---------------------------------------------------------------- 3. --resume
@@ -208,6 +213,7 @@ def test_crafted_state_json_is_exit_2_naming_the_field(runner, data_dir, tmp_pat
     (state[target] if target else state)[key] = value
     folder = tmp_path / ".run.checkpoint"
     folder.mkdir()
+    fs.write_marker(str(folder), fs.CHECKPOINT, [])  # a crafted state.json in a folder marked as a checkpoint
     json.dump(state, open(folder / "state.json", "w"))
     r = runner.invoke(app, ["train", data_dir, "--resume", str(tmp_path / "run")])
     assert r.exit_code == 2, r.output

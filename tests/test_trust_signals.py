@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli.cli import app
 from tests.conftest import COLOURS, make_class_folders
 
@@ -28,8 +28,8 @@ HOSTILE_BAD = "bad\x1b]0;pwned\x07[red]x[blink].png"  # not an image: a warning 
 
 def _checksums(folder: str) -> dict[str, str]:
     out = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
             p = os.path.join(dirpath, name)
             out[p] = hashlib.sha256(open(p, "rb").read()).hexdigest()
     return out
@@ -54,8 +54,8 @@ def _train_args(data, out, *extra):
 def _no_temp_files(root) -> list[str]:
     """Temporary files or staged folders imgclass may have left anywhere under root."""
     left = []
-    for dirpath, dirnames, files in os.walk(root):
-        left += [os.path.join(dirpath, n) for n in files + dirnames if n.endswith(".tmp") or ".partial-" in n
+    for dirpath, dirnames, names in os.walk(root):
+        left += [os.path.join(dirpath, n) for n in names + dirnames if n.endswith(".tmp") or ".partial-" in n
                  or "tmp-" in n]
     return left
 
@@ -124,9 +124,9 @@ def _assert_loadable_checkpoint(folder: str) -> dict:
     from imgclass_cli.run import checkpoints as ckpt
 
     state = ckpt.read_state(folder)
-    with np.load(os.path.join(folder, ckpt.WEIGHTS)) as w:
+    with np.load(os.path.join(folder, files.WEIGHTS)) as w:
         assert len(w.files) > 0 and all(np.isfinite(w[k]).all() for k in w.files)
-    assert not [n for n in os.listdir(folder) if n not in (ckpt.STATE, ckpt.WEIGHTS, ckpt.OPTIMIZER, fs.MARKER)]  # no temp
+    assert not [n for n in os.listdir(folder) if n not in (files.STATE, files.WEIGHTS, files.OPTIMIZER, fs.MARKER)]  # no temp
     return state
 
 

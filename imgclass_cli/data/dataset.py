@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import os
 
-from imgclass_cli.config import MANIFEST
+
+from imgclass_cli import files
 from imgclass_cli.data import folders, manifest, tfrecord
 from imgclass_cli.data.folders import Dataset, Sample  # noqa: F401 - the types callers get back
 from imgclass_cli.errors import ImgclassError
 
 
 def is_prepared(root: str) -> bool:
-    path = os.path.join(root, MANIFEST)
+    path = os.path.join(root, files.MANIFEST)
     return tfrecord.exists(path) if tfrecord.is_url(root) else os.path.isfile(path)
 
 
@@ -22,7 +23,7 @@ def check_root(root: str) -> None:
     if not tfrecord.is_url(root):
         folders.check_root(root)
     elif not is_prepared(root):
-        what = "no such folder" if not tfrecord.isdir(root) else f"no {MANIFEST}"
+        what = "no such folder" if not tfrecord.isdir(root) else f"no {files.MANIFEST}"
         raise ImgclassError(f"{root}: {what}; a URL must be a folder written by imgclass prepare --tfrecord "
                             "(copied there whole)")
 

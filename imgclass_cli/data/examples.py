@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli.config import ExampleConfig
 
 
@@ -30,6 +30,6 @@ def write_digits(out: str, config: ExampleConfig, *, force: bool = False) -> dic
                 os.makedirs(folder, exist_ok=True)
                 Image.fromarray(images[i], mode="L").save(os.path.join(folder, f"digit-{i:04d}.png"))
                 counts[split] += 1
-        fs.write_text_atomic(os.path.join(tmp, fs.EXAMPLE.legacy_marker),
-                             f"{fs.EXAMPLE_SIGNATURE}: scikit-learn load_digits() (UCI optical recognition of handwritten digits)\n")
+        fs.write_text_atomic(os.path.join(tmp, files.SOURCE_TXT),
+                             "imgclass example: scikit-learn load_digits() (UCI optical recognition of handwritten digits)\n")
     return counts

@@ -7,7 +7,8 @@ import io
 import json
 import os
 
-from imgclass_cli.config import MANIFEST, PREPARE_INFO
+
+from imgclass_cli import files
 from imgclass_cli.data import folders, tfrecord
 from imgclass_cli.data.folders import Dataset, Sample
 from imgclass_cli.errors import ImgclassError
@@ -24,7 +25,7 @@ def to_csv(rows: list[dict], tfrecords: bool = False) -> str:
 
 def read(root: str) -> tuple[list[dict], dict]:
     """(rows, prepare.json) of a prepared folder (local, or a URL read through tf.io.gfile)."""
-    path = os.path.join(root, MANIFEST)
+    path = os.path.join(root, files.MANIFEST)
     try:
         rows = list(csv.DictReader(io.StringIO(tfrecord.read_text(path), newline="")))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
@@ -32,7 +33,7 @@ def read(root: str) -> tuple[list[dict], dict]:
     if rows and not {"path", "class", "split", "status"} <= set(rows[0]):
         raise ImgclassError(f"{path}: not an imgclass manifest (needs path, class, split, status columns)")
     try:
-        info = json.loads(tfrecord.read_text(os.path.join(root, PREPARE_INFO)))
+        info = json.loads(tfrecord.read_text(os.path.join(root, files.PREPARE_INFO)))
     except (OSError, ValueError):
         info = {}
     return rows, info
@@ -70,11 +71,11 @@ def samples(root: str, rows: list[dict], split: str, index: dict[str, int], info
     shards: dict[str, bool] = {}
     for i, r in enumerate(rows):
         if r["status"] == "ok" and r["split"] == split and r["class"] in index:
-            where = f"{os.path.join(root, MANIFEST)}: row {i + 2}"  # line numbers: the header is line 1
+            where = f"{os.path.join(root, files.MANIFEST)}: row {i + 2}"  # line numbers: the header is line 1
             p = _inside(root, r["path"], where)
             ref = tfrecord.ref_from_row(root, r, where, _source(info or {}, r), shards) if records else None
             if ref is None and not os.path.isfile(p):
-                raise ImgclassError(f"{p}: listed in {MANIFEST} but missing; run imgclass prepare again")
+                raise ImgclassError(f"{p}: listed in {files.MANIFEST} but missing; run imgclass prepare again")
             orientation = r.get("orientation") or "1"
             if orientation not in {str(n) for n in range(1, 9)}:
                 raise ImgclassError(f"{where}, field orientation: {orientation!r:.20} is not an EXIF orientation 1-8")
@@ -95,7 +96,7 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
     splits = {s: v for s, v in splits.items() if v or s == "train"}
     unknown = sorted({r["class"] for r in rows if r["status"] == "ok" and r["class"] not in index})
     if unknown:
-        raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {MANIFEST}")
+        raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {files.MANIFEST}")
     folders.check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
         splits["train"], splits["val"] = folders.stratified_split(splits["train"], val_split, seed)

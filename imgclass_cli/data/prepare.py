@@ -11,8 +11,8 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
-from imgclass_cli import fs
-from imgclass_cli.config import DEFAULT_HOLDOUT, MANIFEST, MAX_IMAGE_PIXELS, PREPARE_INFO, SMALL_IMAGE_SIDE, PrepareConfig
+from imgclass_cli import files, fs
+from imgclass_cli.config import DEFAULT_HOLDOUT, MAX_IMAGE_PIXELS, SMALL_IMAGE_SIDE, PrepareConfig
 from imgclass_cli.data import dataset, folders, manifest, tfrecord, verify
 from imgclass_cli.data.imagefile import FileInfo
 from imgclass_cli.errors import ImgclassError, first_line
@@ -200,7 +200,7 @@ def _check_paths(src: str, out: str, force: bool) -> None:
     if out_abs == src_abs or out_abs.startswith(src_abs + os.sep) or src_abs.startswith(out_abs + os.sep):
         raise ImgclassError(f"{out}: must be outside the source folder {src} (and not contain it)")
     if dataset.is_prepared(src):
-        raise ImgclassError(f"{src}: is already a prepared folder (it has {MANIFEST}); use it directly")
+        raise ImgclassError(f"{src}: is already a prepared folder (it has {files.MANIFEST}); use it directly")
     fs.check_out(out, force, fs.PREPARED)
 
 
@@ -340,11 +340,11 @@ def _write_manifest(src: str, tmp: str, entries: list[Entry], config: PrepareCon
 
     ordered = sorted(entries, key=lambda e: e.source)
     rows = [_row(e) for e in ordered if e.info.ok] + [_row(e) for e in ordered if not e.info.ok]
-    fs.write_text_atomic(os.path.join(tmp, MANIFEST), manifest.to_csv(rows, tfrecords=config.tfrecord))
+    fs.write_text_atomic(os.path.join(tmp, files.MANIFEST), manifest.to_csv(rows, tfrecords=config.tfrecord))
     options = {"val": val_f, "test": test_f, "seed": config.seed, "copy": config.copy, "max_size": config.max_size}
     if config.tfrecord:
         options.update(tfrecord=True, shard_size=config.shard_size)
-    fs.write_json_atomic(os.path.join(tmp, PREPARE_INFO), {
+    fs.write_json_atomic(os.path.join(tmp, files.PREPARE_INFO), {
         "imgclass_prepare": __version__, "source": os.path.realpath(src), "options": options, "report": report,
     })
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli.errors import ImgclassError, first_line
 
 
@@ -65,6 +65,6 @@ def write_dataset(spec: str, out: str, *, data_dir: str | None = None, force: bo
                 Image.fromarray(img).save(os.path.join(d, f"{name}-{folder}-{n:06d}.png"))
                 n += 1
             counts[folder] = n
-        fs.write_text_atomic(os.path.join(tmp, fs.TFDS.legacy_marker),
-                             f"{fs.TFDS_SIGNATURE}: {spec} (tfds {tfds.__version__})\nclasses: {', '.join(names)}\n")
+        fs.write_text_atomic(os.path.join(tmp, files.SOURCE_TXT),
+                             f"imgclass export of tensorflow-datasets: {spec} (tfds {tfds.__version__})\nclasses: {', '.join(names)}\n")
     return counts, names

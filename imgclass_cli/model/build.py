@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from imgclass_cli import files
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     DEFAULT_SCRATCH_IMAGE_SIZE,
@@ -104,7 +105,7 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
     if not os.path.exists(path):
         raise ImgclassError(f"--weights {path}: no such file; pass imagenet, none, or a weights file for {name}")
     if os.path.isdir(path):
-        model_path = os.path.join(path, "model.keras")
+        model_path = os.path.join(path, files.MODEL)
         if not os.path.exists(model_path):
             raise ImgclassError(f"--weights {path}: a folder must be an imgclass run directory (no model.keras in it)")
         source = load_model(model_path)
@@ -165,7 +166,7 @@ def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int,
     inference mode, become the backbone; a new head on top. The scratch `cnn` learns features that transfer
     (bench/fmnist_transfer.py)."""
     L = _keras.layers
-    source = load_model(os.path.join(run_path, "model.keras"))
+    source = load_model(os.path.join(run_path, files.MODEL))
     cut = next((layer for layer in reversed(source.layers)
                 if isinstance(layer, (L.GlobalAveragePooling2D, L.Flatten))), None)
     try:

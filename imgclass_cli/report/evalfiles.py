@@ -6,10 +6,9 @@ import os
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli.report import plots
 
-MISCLASSIFIED = "misclassified.csv"
 MISCLASSIFIED_FIELDS = ["path", "true", "predicted", "confidence"]
 
 
@@ -32,15 +31,15 @@ def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) 
 
 def names(folder: str) -> list[str]:
     """The files `write` puts into folder."""
-    return [os.path.join(folder, MISCLASSIFIED), os.path.join(folder, plots.CONFUSION_PNG)]
+    return [os.path.join(folder, files.MISCLASSIFIED), os.path.join(folder, files.CONFUSION_PNG)]
 
 
 def write(folder: str, evaluation, title: str = "") -> list[str]:
     """Write misclassified.csv and confusion_matrix.png into folder; returns the paths written."""
     report = evaluation.report
     rows = misclassified_rows(evaluation.paths, evaluation.y_true, evaluation.probs, report.class_names)
-    csv_path = os.path.join(folder, MISCLASSIFIED)
+    csv_path = os.path.join(folder, files.MISCLASSIFIED)
     fs.write_text_atomic(csv_path, fs.rows_to_csv(rows, MISCLASSIFIED_FIELDS))
     png_path = plots.confusion_matrix(report.confusion_matrix, report.class_names,
-                                      os.path.join(folder, plots.CONFUSION_PNG), title=title)
+                                      os.path.join(folder, files.CONFUSION_PNG), title=title)
     return [csv_path, png_path]

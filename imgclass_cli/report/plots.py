@@ -10,10 +10,8 @@ import os
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 
-CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "training_curves.png"
 
 
 def _pyplot():
@@ -116,7 +114,7 @@ def curves_figure(history: list[dict]):
 def save_training_curves(history: list[dict], folder: str, warn=None) -> str | None:
     """The hook training.run calls: a failed plot warns but never fails a finished training."""
     try:
-        return training_curves(history, os.path.join(folder, CURVES_PNG))
+        return training_curves(history, os.path.join(folder, files.CURVES_PNG))
     except fs.WriteFailed:  # a full disk is not a plotting problem: the run cannot be written whole
         raise
     except Exception as e:  # a plotting problem must not throw away a trained model

@@ -17,14 +17,11 @@ import os
 
 import numpy as np
 
-from imgclass_cli import fs, interrupts
+from imgclass_cli import files, fs, interrupts
 from imgclass_cli._tf import keras
 from imgclass_cli.config import TrainConfig
 from imgclass_cli.errors import ImgclassError
 
-STATE = "state.json"
-WEIGHTS = "weights.npz"
-OPTIMIZER = "optimizer.npz"
 
 
 def checkpoint_dir(out: str) -> str:
@@ -47,7 +44,7 @@ def find_checkpoint(path: str) -> tuple[str, str]:
     candidates = [(os.path.abspath(path), out)] if out else []
     candidates.append((checkpoint_dir(path), os.path.abspath(path)))
     for folder, run in candidates:
-        if os.path.exists(os.path.join(folder, STATE)):
+        if os.path.exists(os.path.join(folder, files.STATE)):
             if not fs.is_kind(folder, fs.CHECKPOINT):
                 raise ImgclassError(f"--resume {path}: {folder} is not an imgclass checkpoint (no marker)")
             return folder, run
@@ -57,7 +54,7 @@ def find_checkpoint(path: str) -> tuple[str, str]:
 def read_state(folder: str) -> dict:
     """state.json, validated: {"config": TrainConfig, "history": [rows], "phase": 1|2, "epoch": n}. A violation is
     exit 2 naming the file and the field; its "out" (where the run was) is ignored."""
-    path = os.path.join(folder, STATE)
+    path = os.path.join(folder, files.STATE)
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
@@ -100,20 +97,20 @@ def save(folder: str, model, optimizer, state: dict) -> None:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise fs.WriteFailed(folder, e) from None
-    files = {os.path.join(folder, WEIGHTS): _npz(model.get_weights())}
+    blobs = {os.path.join(folder, files.WEIGHTS): _npz(model.get_weights())}
     if optimizer is not None and optimizer.built:
-        files[os.path.join(folder, OPTIMIZER)] = _npz([v.numpy() for v in optimizer.variables])
-    files[os.path.join(folder, STATE)] = (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    fs.write_files_atomic(files)
+        blobs[os.path.join(folder, files.OPTIMIZER)] = _npz([v.numpy() for v in optimizer.variables])
+    blobs[os.path.join(folder, files.STATE)] = (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    fs.write_files_atomic(blobs)
 
 
 def load_weights(folder: str, model) -> None:
-    with np.load(os.path.join(folder, WEIGHTS)) as saved:
+    with np.load(os.path.join(folder, files.WEIGHTS)) as saved:
         model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
 
 
 def restore_optimizer(folder: str, optimizer, variables) -> bool:
-    path = os.path.join(folder, OPTIMIZER)
+    path = os.path.join(folder, files.OPTIMIZER)
     if not os.path.exists(path):
         return False
     optimizer.build(variables)

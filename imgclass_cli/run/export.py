@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
 from imgclass_cli.data import dataset
@@ -61,10 +61,10 @@ def default_out(run_path: str, fmt: str, quantize: str | None) -> str:
 
 def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
     """Absolute paths of the run's images of the first split in `splits` that has any (split.csv + config data)."""
-    split_file = os.path.join(info.path, rundir.SPLIT)
+    split_file = os.path.join(info.path, files.SPLIT)
     root = info.extra.get("data", "")
     if not os.path.exists(split_file):
-        raise ImgclassError(f"{info.path}: no {rundir.SPLIT}; pass --data FOLDER with images to use")
+        raise ImgclassError(f"{info.path}: no {files.SPLIT}; pass --data FOLDER with images to use")
     with open(split_file, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     records = None
@@ -236,13 +236,13 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
 
     meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names)
     with fs.staged(out, force, fs.EXPORT) as tmp:
-        fs.write_json_atomic(os.path.join(tmp, rundir.LABELS), list(info.class_names))
-        fs.write_text_atomic(os.path.join(tmp, predictors.LABELS_TXT), "".join(f"{n}\n" for n in info.class_names))
+        fs.write_json_atomic(os.path.join(tmp, files.LABELS), list(info.class_names))
+        fs.write_text_atomic(os.path.join(tmp, files.LABELS_TXT), "".join(f"{n}\n" for n in info.class_names))
         parity = _write_checked(model, run_path, tmp, meta, representative, check, say)
-        files = sorted(os.listdir(tmp))
+        written = sorted(os.listdir(tmp))
     model_path = os.path.join(out, meta["model"])
     return ExportResult(out, fmt.value, meta["quantize"], model_path, _size(model_path), info.image_size,
-                        list(info.class_names), parity, files, meta.get("int8_mode"))
+                        list(info.class_names), parity, written, meta.get("int8_mode"))
 
 
 @dataclass
@@ -258,8 +258,8 @@ def _export_meta(run_path: str, fmt: ExportFormat, quantize: Quantize | None, si
     return {
         "format": fmt.value,
         "quantize": quantize.value if quantize else None,
-        "model": {ExportFormat.keras: predictors.KERAS_FILE, ExportFormat.savedmodel: predictors.SAVEDMODEL_DIR,
-                  ExportFormat.tflite: predictors.TFLITE_FILE}[fmt],
+        "model": {ExportFormat.keras: files.KERAS_FILE, ExportFormat.savedmodel: files.SAVEDMODEL_DIR,
+                  ExportFormat.tflite: files.TFLITE_FILE}[fmt],
         "image_size": size,
         "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
                   "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
@@ -267,7 +267,7 @@ def _export_meta(run_path: str, fmt: ExportFormat, quantize: Quantize | None, si
                                            "values": "RGB 0-255, any size (the Resizing layer is inside)"},
         "output": {"name": "probabilities", "shape": [None, len(names)], "dtype": "float32",
                    "values": "softmax in labels.txt order"},
-        "labels": predictors.LABELS_TXT,
+        "labels": files.LABELS_TXT,
         "class_names": list(names),
         "source_run": os.path.abspath(run_path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -286,7 +286,7 @@ def _write_checked(model, run_path: str, tmp: str, meta: dict, representative, c
     model_path = os.path.join(tmp, meta["model"])
     sm = os.path.join(tmp, ".saved_model")
     if fmt == ExportFormat.keras:
-        shutil.copyfile(os.path.join(run_path, rundir.MODEL), model_path)
+        shutil.copyfile(os.path.join(run_path, files.MODEL), model_path)
     else:
         write_savedmodel(model, size, model_path if fmt == ExportFormat.savedmodel else sm)
     parity = None
@@ -296,14 +296,14 @@ def _write_checked(model, run_path: str, tmp: str, meta: dict, representative, c
                 f.write(tflite_bytes(sm, quantize, representative, int8_mode=mode))
             if quantize == "int8":
                 meta["int8_mode"] = mode
-        fs.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        fs.write_json_atomic(os.path.join(tmp, files.EXPORT_INFO), meta)
         label = f"{fmt.value}{' ' + quantize if quantize else ''}{f' ({mode})' if quantize == 'int8' else ''}"
         say(f"wrote {label} in {time.time() - started:.1f}s")
         if check is None:
             break
         parity = _parity(predictors.load(tmp).predict(check.images), check)
         meta["parity"] = asdict(parity)
-        fs.write_json_atomic(os.path.join(tmp, predictors.EXPORT_INFO), meta)
+        fs.write_json_atomic(os.path.join(tmp, files.EXPORT_INFO), meta)
         if parity.passed:
             break
         if mode != modes[-1]:

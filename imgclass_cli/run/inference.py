@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli._tf import inference_fn, tf
 from imgclass_cli.config import EvalConfig, PredictConfig
 from imgclass_cli.data import dataset, folders, tfrecord
@@ -56,7 +56,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: s
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
     gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names, fail_under_source) if fail_under is not None else []
-    target = output or os.path.join(run_path, rundir.METRICS)
+    target = output or os.path.join(run_path, files.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
     ev = evaluate(run_path, data_path, config, warn=warn, stage=stage)
@@ -72,7 +72,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: s
 
 def check_evaluate_outputs(folder: str, files: list[str]) -> None:
     """Before the evaluation: the folder is writable, and each file evaluate would replace was written by imgclass
-    (listed in the folder's marker; a legacy run directory's own files). A user's file of the same name is kept."""
+    (listed in the folder's marker). A user's file of the same name is kept."""
     fs.check_writable(folder)
     mine = fs.owned_files(folder) if os.path.isdir(folder) else set()
     for path in files:

@@ -12,16 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imgclass_cli import fs
+from imgclass_cli import files
 from imgclass_cli._tf import inference_fn, quiet_native_stderr
 from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.run import rundir
 
-EXPORT_INFO = fs.EXPORT.legacy_marker  # export.json
-LABELS_TXT = "labels.txt"
-TFLITE_FILE = "model.tflite"
-SAVEDMODEL_DIR = "saved_model"
-KERAS_FILE = "model.keras"
 
 
 @dataclass
@@ -35,7 +30,7 @@ class Target:
 
 
 def _labels_beside(folder: str) -> list[str]:
-    j, t = os.path.join(folder, rundir.LABELS), os.path.join(folder, LABELS_TXT)
+    j, t = os.path.join(folder, files.LABELS), os.path.join(folder, files.LABELS_TXT)
     if os.path.exists(j):
         return rundir.check_labels(rundir.read_json(j), j)
     if os.path.exists(t):
@@ -63,7 +58,7 @@ def _read_export_info(path: str) -> dict:
     """export.json, validated: format, model (confined to the folder), image_size."""
     from imgclass_cli.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, ExportFormat
 
-    source = os.path.join(path, EXPORT_INFO)
+    source = os.path.join(path, files.EXPORT_INFO)
     meta = rundir.read_json(source)
     if not isinstance(meta, dict):
         raise ImgclassError(f"{source}: not an imgclass export description (a JSON object)")
@@ -80,7 +75,7 @@ def resolve(path: str) -> Target:
     """Recognise a run directory, an export directory (export.json) or a .tflite file."""
     if os.path.isfile(path) and path.endswith(".tflite"):
         return Target("tflite", path, _labels_beside(os.path.dirname(path) or "."), None)
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, EXPORT_INFO)):
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, files.EXPORT_INFO)):
         meta = _read_export_info(path)
         return Target(meta["format"], meta["model"], _labels_beside(path), meta.get("image_size"))
     if path.endswith(".tflite") and not os.path.exists(path):
@@ -262,6 +257,6 @@ def load(path: str):
             model = load_model(target.path)
         except Exception as e:
             raise ImgclassError(f"{target.path}: cannot load the model ({first_line(e)})") from None
-        rundir.check_outputs(model, target.class_names, target.path, os.path.join(path, LABELS_TXT))
+        rundir.check_outputs(model, target.class_names, target.path, os.path.join(path, files.LABELS_TXT))
         return KerasPredictor(model, target.class_names, int(target.image_size))
     raise ImgclassError(f"{path}: unknown export format {target.kind!r}")

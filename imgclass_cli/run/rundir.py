@@ -8,18 +8,11 @@ import platform
 import time
 from dataclasses import dataclass, field
 
-from imgclass_cli import fs
+from imgclass_cli import files, fs
 from imgclass_cli.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, TrainConfig
 from imgclass_cli.errors import ImgclassError, first_line
 
-MODEL = "model.keras"
-LABELS = "labels.json"
-CONFIG = fs.RUN.legacy_marker  # config.json: its imgclass_version key marks a run directory
-HISTORY = "history.csv"
-METRICS = "metrics.json"
-SPLIT = "split.csv"
-TIMINGS = "timings.json"
-MARKER_KEY = fs.RUN_MARKER_KEY
+VERSION_KEY = "imgclass_version"  # in config.json: the imgclass version that wrote the run
 
 
 @dataclass
@@ -61,17 +54,17 @@ def library_versions() -> dict:
 
 def save(folder: str, model, class_names: list[str], config: dict, history: list[dict], metrics: dict | None,
          split_rows: list[dict]) -> None:
-    model.save(os.path.join(folder, MODEL))
-    fs.write_json_atomic(os.path.join(folder, LABELS), list(class_names))
-    fs.write_json_atomic(os.path.join(folder, CONFIG), config)
-    fs.write_text_atomic(os.path.join(folder, HISTORY), fs.rows_to_csv(history))
-    fs.write_text_atomic(os.path.join(folder, SPLIT), fs.rows_to_csv(split_rows, ["path", "class", "split"]))
+    model.save(os.path.join(folder, files.MODEL))
+    fs.write_json_atomic(os.path.join(folder, files.LABELS), list(class_names))
+    fs.write_json_atomic(os.path.join(folder, files.CONFIG), config)
+    fs.write_text_atomic(os.path.join(folder, files.HISTORY), fs.rows_to_csv(history))
+    fs.write_text_atomic(os.path.join(folder, files.SPLIT), fs.rows_to_csv(split_rows, ["path", "class", "split"]))
     if metrics is not None:
-        fs.write_json_atomic(os.path.join(folder, METRICS), metrics)
+        fs.write_json_atomic(os.path.join(folder, files.METRICS), metrics)
 
 
 def save_timings(folder: str, timings: dict) -> None:
-    fs.write_json_atomic(os.path.join(folder, TIMINGS), timings)
+    fs.write_json_atomic(os.path.join(folder, files.TIMINGS), timings)
 
 
 def read_json(path: str):
@@ -110,17 +103,17 @@ def read_info(path: str) -> RunInfo:
     """Labels and config of a run, without TensorFlow; both files are validated (exit 2 naming file and field)."""
     if not os.path.isdir(path):
         raise ImgclassError(f"{path}: no such run directory")
-    if not os.path.exists(os.path.join(path, CONFIG)):
-        raise ImgclassError(f"{path}: not an imgclass run directory (no {CONFIG}); pass the --out folder of train or finetune")
-    for name in (MODEL, LABELS):
+    if not os.path.exists(os.path.join(path, files.CONFIG)):
+        raise ImgclassError(f"{path}: not an imgclass run directory (no {files.CONFIG}); pass the --out folder of train or finetune")
+    for name in (files.MODEL, files.LABELS):
         if not os.path.exists(os.path.join(path, name)):
             raise ImgclassError(f"{path}: this run directory has no {name} (deleted or moved?); restore it or train again")
-    check_model_file(os.path.join(path, MODEL))
-    labels_path, config_path = os.path.join(path, LABELS), os.path.join(path, CONFIG)
+    check_model_file(os.path.join(path, files.MODEL))
+    labels_path, config_path = os.path.join(path, files.LABELS), os.path.join(path, files.CONFIG)
     class_names = check_labels(read_json(labels_path), labels_path)
     raw = read_json(config_path)
-    if not isinstance(raw, dict) or not isinstance(raw.get(MARKER_KEY), str):
-        raise ImgclassError(f"{config_path}: field {MARKER_KEY} is missing; not an imgclass run directory")
+    if not isinstance(raw, dict) or not isinstance(raw.get(VERSION_KEY), str):
+        raise ImgclassError(f"{config_path}: field {VERSION_KEY} is missing; not an imgclass run directory")
     cfg = TrainConfig.from_dict(raw.get("options", {}), source=config_path)
     size = raw.get("image_size")
     if type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
@@ -150,10 +143,10 @@ def load(path: str):
     info = read_info(path)
     from imgclass_cli.model.build import load_model
 
-    model_path = os.path.join(path, MODEL)
+    model_path = os.path.join(path, files.MODEL)
     try:
         model = load_model(model_path)
     except Exception as e:
         raise ImgclassError(f"{model_path}: cannot load the model ({first_line(e)})") from e
-    check_outputs(model, info.class_names, model_path, os.path.join(path, LABELS))
+    check_outputs(model, info.class_names, model_path, os.path.join(path, files.LABELS))
     return model, info

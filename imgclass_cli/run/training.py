@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from imgclass_cli import __version__, fs, interrupts
+from imgclass_cli import __version__, files, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     AUTO_BATCH,
@@ -329,14 +329,14 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
     ]
     counts = {split: len(samples) for split, samples in data.splits.items()}
     run_config = {
-        rundir.MARKER_KEY: __version__,
+        rundir.VERSION_KEY: __version__,
         "command": config.command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": config.options(),
         "data": root,
         "image_size": image_size,
         "class_names": data.class_names,
-        "split": {"counts": counts, "layout": data.layout, "file": rundir.SPLIT, "seed": config.seed},
+        "split": {"counts": counts, "layout": data.layout, "file": files.SPLIT, "seed": config.seed},
         "preprocessing": {
             "input": "RGB, 0-255, any size (grayscale/RGBA converted to RGB, first GIF frame)",
             "resize": f"bilinear with antialiasing to {image_size}x{image_size}, inside the model",
@@ -644,7 +644,7 @@ def _resume_command(config: TrainConfig, out: str) -> str:
 
 def _with_resume_hint(e: ImgclassError, config: TrainConfig, out: str, every_worker: bool = False) -> ImgclassError:
     folder = ckpt.checkpoint_dir(out)
-    if not os.path.exists(os.path.join(folder, ckpt.STATE)):
+    if not os.path.exists(os.path.join(folder, files.STATE)):
         return e
     done = ckpt.read_state(folder)
     how = "continue by running on every worker" if every_worker else "continue with"
@@ -657,7 +657,7 @@ def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict
     folder = ckpt.checkpoint_dir(out)
     what = f"interrupted ({interrupts.signal_name(e)})"
     if position is None:
-        if not os.path.exists(os.path.join(folder, ckpt.STATE)):
+        if not os.path.exists(os.path.join(folder, files.STATE)):
             return ImgclassError(f"{what}; nothing to resume yet", exit_code=interrupts.exit_code(e))
         position = ckpt.read_state(folder)
     return ImgclassError(f"{what}; checkpoint saved in {folder} (phase {position['phase']}, "

@@ -1,0 +1,46 @@
+"""The names of the files imgclass writes: one table for run directories, evaluate's outputs, exports, prepared
+folders, example exports and checkpoints (docs/guide.md describes each file)."""
+
+from __future__ import annotations
+
+# The `.imgclass` marker in every folder imgclass makes (fs.py: the ownership rule).
+MARKER = ".imgclass"
+
+# A run directory (train, finetune).
+MODEL = "model.keras"  # preprocessing inside: raw 0-255 RGB in, softmax out
+LABELS = "labels.json"  # class names in index order
+CONFIG = "config.json"  # every option, the data, the image size, library versions
+HISTORY = "history.csv"  # one row per epoch
+SPLIT = "split.csv"  # which image was in train and which in val
+TIMINGS = "timings.json"  # seconds per stage
+CURVES_PNG = "training_curves.png"
+TENSORBOARD = "tensorboard"  # --tensorboard logs (a folder)
+
+# What evaluate writes (into the run directory, or beside `evaluate --out FILE`).
+METRICS = "metrics.json"
+MISCLASSIFIED = "misclassified.csv"
+CONFUSION_PNG = "confusion_matrix.png"
+EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG)  # beside METRICS
+
+RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, *EVALUATE_FILES)
+
+# An export directory (imgclass export).
+EXPORT_INFO = "export.json"
+LABELS_TXT = "labels.txt"
+TFLITE_FILE = "model.tflite"
+SAVEDMODEL_DIR = "saved_model"
+KERAS_FILE = MODEL
+
+# A prepared folder (imgclass prepare).
+MANIFEST = "manifest.csv"  # its presence makes a folder a prepared dataset
+PREPARE_INFO = "prepare.json"
+
+# An example or tensorflow-datasets export (prepare --example / --from-tfds): where the images came from.
+SOURCE_TXT = "SOURCE.txt"
+
+# A checkpoint folder `.NAME.checkpoint` beside an unfinished run.
+STATE = "state.json"
+WEIGHTS = "weights.npz"
+OPTIMIZER = "optimizer.npz"
+# What a checkpoint folder may hold while it is being written (temporary names included).
+CHECKPOINT_PATTERNS = (STATE, WEIGHTS, OPTIMIZER, ".*.tmp")
