@@ -68,7 +68,7 @@ def exports(run: str) -> dict[str, str]:
     for name, q in (("tflite", None), ("tflite-int8", "int8")):
         path = os.path.join(run, "export", name)
         if not os.path.exists(os.path.join(path, "export.json")):
-            r = export.export(run, ExportConfig(format="tflite", quantize=q, parity=200), out=path, force=True)
+            r = export.export(run, ExportConfig(format="tflite", quantize=q, parity=200, out=path, force=True))
             log(f"exported {name}{' (' + r.int8_mode + ')' if r.int8_mode else ''}: "
                 f"top-1 agreement {r.parity.agreement:.4f} on {r.parity.images} images")
         out[name] = path

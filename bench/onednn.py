@@ -26,7 +26,7 @@ CHILD = r'''
 import json, sys, time
 import numpy as np
 from imgclass_cli._tf import keras, tf
-from imgclass_cli.config import AUTO_BATCH, TRAIN_DEFAULTS
+from imgclass_cli.config import AUTO_BATCH, TrainConfig
 from imgclass_cli.model import build
 from imgclass_cli.run.inference import predict_probs
 from imgclass_cli.run.training import make_loss, make_optimizer
@@ -38,7 +38,7 @@ rng = np.random.default_rng(0)
 result = {}
 
 # train: the default scratch cnn, as `imgclass train` compiles it
-c = TRAIN_DEFAULTS
+c = TrainConfig.defaults("train")
 batch = max(AUTO_BATCH)  # the default batch of a large set (Fashion-MNIST)
 model = build.build_classifier("cnn", 10, 28, dropout=c.dropout)
 model.compile(optimizer=make_optimizer(c, c.learning_rate, 750, 5), loss=make_loss(c, 10))

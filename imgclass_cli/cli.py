@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import inspect
+import math
 import os
+import typing
 import shlex
 import sys
 from pathlib import Path
@@ -13,40 +15,16 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from imgclass_cli import __version__
+from imgclass_cli import __version__, options
 from imgclass_cli.config import (
-    AUTO_BATCH,
-    AUTO_BATCH_STEPS,
-    AUTO_EPOCHS,
-    AUTO_EPOCHS_IMAGES,
-    AUTO_LR,
-    AUTO_LR_BATCH,
-    DEFAULT_SCRATCH_IMAGE_SIZE,
-    EVAL_DEFAULTS,
-    EXPORT_DEFAULTS,
-    FINETUNE_DEFAULTS,
-    MIN_IMAGE_SIZE,
-    PREDICT_DEFAULTS,
-    PREPARE_DEFAULTS,
-    TRAIN_DEFAULTS,
-    Augment,
-    BackbonesFormat,
-    ClassWeight,
+    BackbonesConfig,
     EvalConfig,
-    EvalFormat,
-    Example,
-    ExampleConfig,
     ExportConfig,
-    ExportFormat,
-    OnBadImage,
     PredictConfig,
-    PredictFormat,
     PrepareConfig,
-    PrepareFormat,
-    Quantize,
-    Strategy,
+    Progress,
+    RunFlags,
     TrainConfig,
-    auto_learning_rate,
 )
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError, first_line
 
@@ -100,27 +78,6 @@ def _source_name(ctx, name: str) -> str:
     param = next(p for p in ctx.command.params if p.name == name)
     env = _env_source(ctx, param)
     return f"{env} ({param.opts[0]})" if env else param.opts[0]
-
-
-def _checked_by(check):
-    """An option callback that runs `check(value)` while the command line is parsed: a bad value is then a usage
-    error like Typer's own, naming the environment variable when one set it."""
-
-    def callback(value):
-        if value is not None:
-            try:
-                check(value)
-            except ImgclassError as e:
-                raise typer.BadParameter(e.message) from None
-        return value
-
-    return callback
-
-
-def _backbone(name: str):
-    from imgclass_cli.model.backbones import get_backbone
-
-    return get_backbone(name)
 
 
 def _metavar(param) -> str | None:
@@ -188,7 +145,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-command = functools.partial(app.command, cls=_Command)
 _state = {"debug": False}
 
 
@@ -251,185 +207,163 @@ def handle_errors(fn):
     return wrapper
 
 
-# Options shared by train and finetune. Defaults come from config.py.
+def _backbone(name: str):
+    from imgclass_cli.model.backbones import get_backbone
+
+    return get_backbone(name)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ImgclassError(f"must be a finite number; got {value}")
+    return value
+
+
+# Checks of an option's value while the command line is parsed, beyond its type and range (config.py declares the
+# option itself): a bad value is then a usage error like Typer's own, naming the environment variable that set it.
+_PARSE_CHECKS = {("finetune", "arch"): _backbone}
+
+
+def _checked_by(*checks):
+    """An option callback: each check(value) may convert the value or raise ImgclassError, which becomes a usage
+    error naming the option (or the environment variable that set it)."""
+
+    def callback(value):
+        if value is None:
+            return value
+        try:
+            for check in checks:
+                converted = check(value)
+                value = value if converted is None or check is _backbone else converted
+        except ImgclassError as e:
+            raise typer.BadParameter(e.message) from None
+        return value
+
+    return callback
+
+
+def _typer_option(d: options.Declared, command: str):
+    """The Typer parameter of one declared option (config.py), for `command`."""
+    o = d.option
+    hint = d.hint
+    if o.parse is not None:  # a text parsed into the value ('100MB' -> bytes, '2/4' -> (2, 4))
+        hint = Optional[str] if d.default is None else str
+    kw = {}
+    base = next((t for t in typing.get_args(hint) or (hint,) if t is not type(None)), hint)
+    if o.range is not None and base in (int, float):
+        lo, hi = o.range
+        kw["min"] = lo
+        if math.isfinite(hi):
+            kw["max"] = hi
+    checks = [c for c in (o.parse, _PARSE_CHECKS.get((command, d.name)), _finite if base is float else None) if c]
+    if checks:
+        kw["callback"] = _checked_by(*checks)
+    if o.env:
+        kw["envvar"] = list(o.env) if len(o.env) > 1 else o.env[0]
+    if o.metavar:
+        kw["metavar"] = o.metavar
+    show = True if o.show_default is None else o.show_default
+    info = typer.Option(*o.flags, help=o.help, show_default=show, **kw)
+    return inspect.Parameter(d.name, inspect.Parameter.KEYWORD_ONLY, default=d.default,
+                             annotation=Annotated[hint, info])
+
+
+def command(*option_classes, name: str | None = None):
+    """A subcommand whose options are the declared fields of `option_classes` (config.py). The function declares
+    only its arguments (and ctx) and takes the options as **options; an option written in the function instead of
+    config.py is an error at import."""
+
+    def decorate(fn):
+        cmd = name or fn.__name__.rstrip("_")
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = []
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                continue
+            infos = [a for a in getattr(hints.get(p.name), "__metadata__", ()) if isinstance(a, typer.models.OptionInfo)]
+            if infos:
+                raise TypeError(f"imgclass {cmd}: option {p.name} is written in cli.py; declare it in config.py")
+            own.append(p.replace(annotation=hints.get(p.name, p.annotation)))
+        generated = [_typer_option(d, cmd) for cls in option_classes for d in options.declared(cls, cmd)]
+        names = [p.name for p in own + generated]
+        clash = {n for n in names if names.count(n) > 1}
+        if clash:
+            raise TypeError(f"imgclass {cmd}: {sorted(clash)} declared twice")
+        fn.__signature__ = inspect.Signature(own + generated)
+        fn.__annotations__ = {p.name: p.annotation for p in own + generated}
+        fn.option_classes = option_classes
+        return app.command(cmd, cls=_Command)(handle_errors(fn))
+
+    return decorate
+
+
+def _configs(command_name: str, values: dict, *classes):
+    """The option values of a command call, back into its config dataclasses (each with that command's defaults)."""
+    made = []
+    left = dict(values)
+    for cls in classes:
+        names = {d.name for d in options.declared(cls, command_name)}
+        made.append(options.defaults(cls, command_name, {k: left.pop(k) for k in list(left) if k in names}))
+    if left:
+        raise TypeError(f"imgclass {command_name}: no config field for {sorted(left)}")
+    return made
+
+
 # str, not Path: a URL (gs://bucket/data, a TFRecord prepared folder) must keep its double slash.
 DataArg = Annotated[str, typer.Argument(metavar="DATA", help="Folder of class sub-folders, or with train/ [val/] [test/] inside, or a prepared folder (also a TFRecord one, local or gs://...).", show_default=False)]
-ImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=MIN_IMAGE_SIZE, envvar="IMGCLASS_IMAGE_SIZE", help=f"Square input size in pixels [default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].", show_default=False)]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.")]
-LrOpt = Annotated[float, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.")]
-TrainLrOpt = Annotated[float | None, typer.Option("--learning-rate", "--lr", min=0.0, help="Adam learning rate.", show_default=f"{AUTO_LR:g} x batch size / {AUTO_LR_BATCH}: {AUTO_LR:g} at {AUTO_LR_BATCH}, {auto_learning_rate(16):g} at 16")]
-AugOpt = Annotated[Augment, typer.Option("--augment", help="Augmentation of training batches.")]
-ValOpt = Annotated[float, typer.Option("--val", min=0.0, max=0.9, help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's --val).")]
-# Old spellings, kept one release as hidden aliases.
-OldValOpt = Annotated[Optional[float], typer.Option("--val-split", min=0.0, max=0.9, hidden=True)]
-DropOpt = Annotated[float, typer.Option("--dropout", min=0.0, max=0.95, help="Dropout before the classifier.")]
-SeedOpt = Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the split, shuffling, augmentation and initialisation.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/COMMAND-TIMESTAMP].", show_default=False)]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run directory.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", envvar="IMGCLASS_QUIET", help="No progress on stderr.")]
-TensorboardOpt = Annotated[bool, typer.Option("--tensorboard", envvar="IMGCLASS_TENSORBOARD", help="Write TensorBoard logs (RUN/tensorboard when done).")]
-BadImageOpt = Annotated[OnBadImage, typer.Option("--on-bad-image", envvar="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a warning naming the file, or fail at once (exit 2).")]
-# Training quality and fine-tuning (issue 4); defaults from config.py.
-WdOpt = Annotated[float, typer.Option("--weight-decay", min=0.0, help="Decoupled weight decay (AdamW) on kernels; 0 = plain Adam.")]
-SmoothOpt = Annotated[float, typer.Option("--label-smoothing", min=0.0, max=0.5, help="Label smoothing of the cross-entropy.")]
-WarmupOpt = Annotated[float, typer.Option("--warmup-epochs", min=0.0, help="Linear learning-rate warm-up before the cosine decay.")]
-ClassWeightOpt = Annotated[ClassWeight, typer.Option("--class-weight", help="auto: weight classes n/(k*count) (balanced) for imbalanced folders.")]
-PatienceOpt = Annotated[int, typer.Option("--patience", min=0, help="Stop after this many epochs without a better val loss and keep the best weights; 0 = off.")]
-StrategyOpt = Annotated[Strategy, typer.Option("--strategy", envvar="IMGCLASS_STRATEGY", help="auto: multiworker when TF_CONFIG names a cluster, mirrored with more than one GPU, else default. --batch-size stays the global batch (README: Scaling out).")]
-ResumeOpt = Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted run (its --out folder) with its saved options.", show_default=False)]
+RunArg = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory written by train or finetune.", show_default=False)]
 
 
-def _config(command: str, options: dict) -> TrainConfig:
-    """Every option of train/finetune maps to the TrainConfig field of the same name (paths as strings)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if k in names}
-    return TrainConfig(command=command, **values)
-
-
-def _train(cfg: TrainConfig, force: bool, quiet: bool, tensorboard: bool = False) -> None:
+def _train(command_name: str, data: str, values: dict) -> None:
+    from imgclass_cli.report import output
     from imgclass_cli.run import preflight
 
-    # Mistakes that need no data fail here, in a second: before TensorFlow is imported (training.run checks
-    # again, and gives the warnings).
-    preflight.check_train(cfg, force)
-    from imgclass_cli.report import output, plots
-    from imgclass_cli.run import rundir, training
+    cfg, flags, progress = _configs(command_name, values, TrainConfig, RunFlags, Progress)
+    cfg.data = data
+    # Mistakes that need no data fail here, in a second, before TensorFlow is imported (training.run checks again
+    # and gives the warnings).
+    cfg = preflight.check_train(preflight.normalized_arch(cfg), flags.force)
+    from imgclass_cli.run import training
 
-    reporter = output.StderrReporter(quiet=quiet)
-    callbacks, logdir = [], None
-    if tensorboard:
-        if cfg.resume and not cfg.out:
-            from imgclass_cli.run import checkpoints
-
-            cfg.out = checkpoints.find_checkpoint(cfg.resume)[1]
-        cfg.out = cfg.out or rundir.default_out(cfg.command)
-        logdir = plots.tensorboard_logdir(cfg.out)
-        callbacks.append(plots.tensorboard_callback(logdir))
-        reporter.info(f"TensorBoard logs in {logdir} (tensorboard --logdir {os.path.dirname(logdir)})")
-    result = training.run(cfg, reporter, force=force, callbacks=callbacks)
-    if logdir and result.saved:  # another worker's logdir is the chief's: leave it to the chief
-        plots.move_tensorboard_logs(logdir, result.out)
-    output.print_train_summary(result, quiet)
+    reporter = output.StderrReporter(quiet=progress.quiet)
+    result = training.run(cfg, reporter, force=flags.force, tensorboard=flags.tensorboard)
+    output.print_train_summary(result, progress.quiet)
     reporter.info(output.timings_line(result.timings))
     reporter.info(f"saved {result.out}" if result.saved else f"done; the chief saves the run in {result.out}")
 
 
-@command()
-@handle_errors
-def train(
-    data: DataArg,
-    arch: Annotated[str, typer.Option("--arch", help="cnn (BatchNorm CNN), simple-cnn (the classic 3-conv net), or any backbone name trained from scratch.")] = TRAIN_DEFAULTS.arch,
-    weights: Annotated[str, typer.Option("--weights", help="none, imagenet, or a weights file (backbone --arch only).")] = TRAIN_DEFAULTS.weights,
-    image_size: ImageSizeOpt = TRAIN_DEFAULTS.image_size,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Training epochs.", show_default=f"{AUTO_EPOCHS[1]}, fewer on large sets: about {AUTO_EPOCHS_IMAGES:,} images, at least {AUTO_EPOCHS[0]} epochs")] = TRAIN_DEFAULTS.epochs,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, envvar="IMGCLASS_BATCH_SIZE", help="Images per batch.", show_default=f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}")] = TRAIN_DEFAULTS.batch_size,
-    learning_rate: TrainLrOpt = TRAIN_DEFAULTS.learning_rate,
-    augment: AugOpt = TRAIN_DEFAULTS.augment,
-    val_split: ValOpt = TRAIN_DEFAULTS.val_split,
-    val_split_alias: OldValOpt = None,
-    dropout: DropOpt = TRAIN_DEFAULTS.dropout,
-    seed: SeedOpt = TRAIN_DEFAULTS.seed,
-    out: OutOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-    on_bad_image: BadImageOpt = TRAIN_DEFAULTS.on_bad_image,
-    tensorboard: TensorboardOpt = False,
-    weight_decay: WdOpt = TRAIN_DEFAULTS.weight_decay,
-    label_smoothing: SmoothOpt = TRAIN_DEFAULTS.label_smoothing,
-    warmup_epochs: WarmupOpt = TRAIN_DEFAULTS.warmup_epochs,
-    class_weight: ClassWeightOpt = TRAIN_DEFAULTS.class_weight,
-    patience: PatienceOpt = TRAIN_DEFAULTS.patience,
-    resume: ResumeOpt = None,
-    strategy: StrategyOpt = TRAIN_DEFAULTS.strategy,
-):
+@command(TrainConfig, RunFlags, Progress)
+def train(data: DataArg, **opts):
     """Train a classifier from scratch on DATA."""
-    from imgclass_cli.model.backbones import train_arch
-
-    val_split = val_split if val_split_alias is None else val_split_alias
-    cfg = _config("train", {**locals(), "arch": train_arch(arch)})
-    _train(cfg, force, quiet, tensorboard)
+    _train("train", data, opts)
 
 
-@command()
-@handle_errors
-def finetune(
-    data: DataArg,
-    backbone: Annotated[str, typer.Option("--backbone", "-b", envvar="IMGCLASS_BACKBONE", callback=_checked_by(_backbone), help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's network.")] = FINETUNE_DEFAULTS.arch,
-    weights: Annotated[str, typer.Option("--weights", help="imagenet (download or Keras cache), a local weights file, or RUN: the --out folder of an earlier train or finetune run (any architecture; its network up to the pooling layer is the backbone). none: a random frozen backbone, useful only with --unfreeze.")] = FINETUNE_DEFAULTS.weights,
-    image_size: ImageSizeOpt = FINETUNE_DEFAULTS.image_size,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, envvar="IMGCLASS_EPOCHS", help="Epochs training the head on the frozen backbone.")] = FINETUNE_DEFAULTS.epochs,
-    batch_size: BatchOpt = FINETUNE_DEFAULTS.batch_size,
-    learning_rate: LrOpt = FINETUNE_DEFAULTS.learning_rate,
-    augment: AugOpt = FINETUNE_DEFAULTS.augment,
-    val_split: ValOpt = FINETUNE_DEFAULTS.val_split,
-    val_split_alias: OldValOpt = None,
-    dropout: DropOpt = FINETUNE_DEFAULTS.dropout,
-    seed: SeedOpt = FINETUNE_DEFAULTS.seed,
-    out: OutOpt = None,
-    force: ForceOpt = False,
-    quiet: QuietOpt = False,
-    on_bad_image: BadImageOpt = FINETUNE_DEFAULTS.on_bad_image,
-    tensorboard: TensorboardOpt = False,
-    unfreeze: Annotated[int, typer.Option("--unfreeze", min=0, help="Phase 2: also train the top N backbone layers, counted as Keras lists them (BatchNorm layers among them stay frozen; layers without weights have nothing to train).")] = FINETUNE_DEFAULTS.unfreeze,
-    unfreeze_from: Annotated[Optional[str], typer.Option("--unfreeze-from", help="Phase 2: train every backbone layer from this one (a Keras layer name) up.", show_default=False)] = FINETUNE_DEFAULTS.unfreeze_from,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", min=0, help="Epochs of phase 2 (with --unfreeze/--unfreeze-from).")] = FINETUNE_DEFAULTS.finetune_epochs,
-    finetune_lr_scale: Annotated[float, typer.Option("--finetune-lr-scale", min=0.0, help="Phase 2 learning rate = --learning-rate times this.")] = FINETUNE_DEFAULTS.finetune_lr_scale,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Run the frozen backbone once and train on its cached outputs (exact; much faster).")] = FINETUNE_DEFAULTS.cache,
-    aug_views: Annotated[int, typer.Option("--aug-views", min=1, help="With --augment and the cache: augmented views cached per image.")] = FINETUNE_DEFAULTS.aug_views,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Folder for a feature cache too big for memory [default: beside --out].", show_default=False)] = None,
-    weight_decay: WdOpt = FINETUNE_DEFAULTS.weight_decay,
-    label_smoothing: SmoothOpt = FINETUNE_DEFAULTS.label_smoothing,
-    warmup_epochs: WarmupOpt = FINETUNE_DEFAULTS.warmup_epochs,
-    class_weight: ClassWeightOpt = FINETUNE_DEFAULTS.class_weight,
-    patience: PatienceOpt = FINETUNE_DEFAULTS.patience,
-    resume: ResumeOpt = None,
-    strategy: StrategyOpt = FINETUNE_DEFAULTS.strategy,
-):
+@command(TrainConfig, RunFlags, Progress)
+def finetune(data: DataArg, **opts):
     """Fine-tune a pretrained backbone with a new softmax head on DATA: the head on the frozen backbone (cached
     features), then with --unfreeze the top of the backbone at a lower learning rate."""
-    from imgclass_cli.model.backbones import get_backbone
-
-    val_split = val_split if val_split_alias is None else val_split_alias
-    cfg = _config("finetune", {**locals(), "arch": get_backbone(backbone).name})
-    _train(cfg, force, quiet, tensorboard)
+    _train("finetune", data, opts)
 
 
-# --format is always the format of what goes to stdout (config.OutputFormat); each command takes the names that
-# make sense for its output.
-FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
-
-RunArg = Annotated[Path, typer.Argument(metavar="RUN", help="Run directory written by train or finetune.", show_default=False)]
-
-
-@command()
-@handle_errors
+@command(EvalConfig, Progress)
 def evaluate(
     run: RunArg,
     data: Annotated[str, typer.Argument(metavar="DATA", help="Folder of class sub-folders (or train/val/test: see --split), or a prepared folder (also a TFRecord one, local or gs://...).", show_default=False)],
-    split: Annotated[Optional[str], typer.Option("--split", help="For a train/val/test folder: which split [default: test, else val].", show_default=False)] = EVAL_DEFAULTS.split,
-    fmt: Annotated[EvalFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"], help=f"{FORMAT_HELP} csv: one metric per row.")] = EVAL_DEFAULTS.format,
-    output_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and confusion_matrix.png go beside it.", show_default=False)] = None,
-    output_alias: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
-    fail_under: Annotated[Optional[str], typer.Option("--fail-under", envvar="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: top_k_accuracy.top_3, per_class.NAME.recall).", show_default=False)] = None,
-    batch_size: BatchOpt = EVAL_DEFAULTS.batch_size,
-    quiet: QuietOpt = False,
-    on_bad_image: BadImageOpt = EVAL_DEFAULTS.on_bad_image,
-    ctx: typer.Context = None,
+    ctx: typer.Context,
+    **opts,
 ):
     """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
     from imgclass_cli.report import output
     from imgclass_cli.run import inference
 
-    output_file = output_file or output_alias
-    config = EvalConfig(batch_size=batch_size, format=fmt, split=split, on_bad_image=on_bad_image)
-    reporter = output.StderrReporter(quiet=quiet)
-    ev = inference.evaluate_run(str(run), str(data), config, output=str(output_file) if output_file else None,
-                                fail_under=fail_under, warn=reporter.warn, stage=reporter.stage,
+    config, progress = _configs("evaluate", opts, EvalConfig, Progress)
+    reporter = output.StderrReporter(quiet=progress.quiet)
+    ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage,
                                 fail_under_source=_source_name(ctx, "fail_under"))
     report = ev.report.to_dict()
     used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
-    output.print_report(report, fmt.value, title=f"{run} on {data}{used}")
-    if not quiet:
+    output.print_report(report, config.format.value, title=f"{run} on {data}{used}")
+    if not progress.quiet:
         for path in [ev.metrics_file, *ev.files]:
             output.say(output.stderr(), f"wrote {path}")
         if ev.gates:
@@ -437,61 +371,30 @@ def evaluate(
     ev.enforce_gates()
 
 
-@command()
-@handle_errors
+@command(PredictConfig, Progress)
 def predict(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
     paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, envvar="IMGCLASS_TOP_K", help="Classes to report per image.")] = PREDICT_DEFAULTS.top_k,
-    fmt: Annotated[PredictFormat, typer.Option("--format", "-f", envvar=["IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"], help=f"{FORMAT_HELP} jsonl and csv: one record per image, in input order, as it is predicted.")] = PREDICT_DEFAULTS.format,
-    batch_size: BatchOpt = PREDICT_DEFAULTS.batch_size,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if any image could not be read.")] = PREDICT_DEFAULTS.strict,
-    on_bad_image: BadImageOpt = PREDICT_DEFAULTS.on_bad_image,
-    quiet: QuietOpt = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Predict only part I of N (1-based) of the inputs sorted by path, duplicates removed; the N parts together are every input once (CI matrix, job arrays).", show_default=False)] = None,
+    **opts,
 ):
     """Predict the class of images with RUN; one record per image, in input order (with --shard: in path order)."""
+    from imgclass_cli.config import PredictFormat
     from imgclass_cli.report import output
-    from imgclass_cli.run import inference, predictors
+    from imgclass_cli.run import inference
 
-    part = None
-    if shard is not None:
-        from imgclass_cli.run.preflight import parse_shard
-
-        part = parse_shard(shard)
-    k = min(top_k, len(predictors.resolve(str(run)).class_names))
-    config = PredictConfig(top_k=k, batch_size=batch_size, format=fmt, strict=strict, on_bad_image=on_bad_image)
-    inputs = inference.expand_inputs(paths, sys.stdin)
-    empty_part = False
-    if part is not None:
-        inputs, total = inference.take_shard(inputs, part)
-        if total and not inputs:  # N larger than the inputs: this job has nothing to do, and that is fine
-            empty_part = True
-            if not quiet:
-                output.say(output.stderr(), f"--shard {part[0]}/{part[1]}: no inputs in this part ({total} input(s) "
-                                            f"in all, in parts 1-{total} of {part[1]})")
-    records = inference.predict(str(run), inputs, config)
+    config, progress = _configs("predict", opts, PredictConfig, Progress)
+    job = inference.start_predict(str(run), paths, config, sys.stdin)
     reporter = output.StderrReporter()
-    if on_bad_image == OnBadImage.fail:
-        from imgclass_cli.data.verify import fail_message
-
-        records = _stop_at_first_error(records, fail_message)
+    if job.note and not progress.quiet:
+        output.say(reporter.console, job.note)
     con = reporter.console
     # Streamed records on a terminal are their own progress; a live bar would be drawn through them.
-    live = con.is_terminal and (fmt == PredictFormat.table or not sys.stdout.isatty())
-    with output.Stage("predicting", quiet=quiet, live=live, console=con) as progress:
+    live = con.is_terminal and (config.format == PredictFormat.table or not sys.stdout.isatty())
+    with output.Stage("predicting", quiet=progress.quiet, live=live, console=con) as bar:
         # Warnings through the bar's console land above the bar; the table is printed after the bar is gone.
-        errors = output.write_predictions(
-            _counted(records, progress), fmt.value, k,
-            on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"),
-        )
-    if progress.done == 0 and not empty_part:
-        raise ImgclassError(f"nothing to predict: {' '.join(paths)} named no image files (an empty folder or "
-                            "empty stdin?); pass image files, folders of images, or - with paths on stdin")
-    if errors == progress.done and not empty_part:
-        raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
-    if errors and strict:
-        raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
+        errors = output.write_predictions(_counted(job.records, bar), config.format.value, job.top_k,
+                                          on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"))
+    job.finish(bar.done, errors)
 
 
 def _counted(records, progress):
@@ -501,119 +404,54 @@ def _counted(records, progress):
     progress.close()
 
 
-def _stop_at_first_error(records, fail_message):
-    for r in records:
-        if r["status"] != "ok":
-            raise ImgclassError(fail_message(r["path"], r["error"]))
-        yield r
-
-
-@command("export")
-@handle_errors
-def export_(
-    run: RunArg,
-    to: Annotated[ExportFormat, typer.Option("--to", help="The model file format: savedmodel (TF Serving), tflite (mobile, edge) or keras.")] = EXPORT_DEFAULTS.format,
-    to_alias: Annotated[Optional[ExportFormat], typer.Option("--format", "-f", hidden=True)] = None,
-    quantize: Annotated[Optional[Quantize], typer.Option("--quantize", help="tflite only: float16 (half size), int8 (full-integer, calibrated on the run's training images).", show_default=False)] = EXPORT_DEFAULTS.quantize,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Export directory [default: RUN/export/TO[-QUANTIZE], e.g. RUN/export/tflite-int8].", show_default=False)] = None,
-    parity: Annotated[int, typer.Option("--parity", min=0, metavar="N", help="Compare top-1 of the export and the Keras model on N images (0: skip).")] = EXPORT_DEFAULTS.parity,
-    min_agreement: Annotated[float, typer.Option("--min-agreement", min=0.0, max=1.0, help="Fail (exit 3, nothing written) below this top-1 agreement.")] = EXPORT_DEFAULTS.min_agreement,
-    data: Annotated[Optional[Path], typer.Option("--data", help="Images for the parity check and int8 calibration [default: the run's recorded val and train images].", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing export directory (one written by imgclass export; never any other folder).")] = False,
-    quiet: QuietOpt = False,
-):
+@command(ExportConfig, Progress, name="export")
+def export_(run: RunArg, **opts):
     """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
     from imgclass_cli.report import output
     from imgclass_cli.run import export
 
-    reporter = output.StderrReporter(quiet=quiet)
-    if to_alias is not None:  # the old spelling, kept one release: --format now always means the format of stdout
-        reporter.warn(f"export --format is now --to (--to {to_alias.value}); --format will be removed in the next release")
-        to = to_alias
-    config = ExportConfig(format=to, quantize=quantize, parity=parity, min_agreement=min_agreement)
-    result = export.export(str(run), config, out=str(out) if out else None, force=force,
-                           data=str(data) if data else None, reporter=reporter)
+    config, progress = _configs("export", opts, ExportConfig, Progress)
+    result = export.export(str(run), config, reporter=output.StderrReporter(quiet=progress.quiet))
     output.print_export(result)
 
 
-@command()
-@handle_errors
+@command(PrepareConfig, Progress)
 def prepare(
     src: Annotated[Path, typer.Argument(metavar="SRC", help="The image folder to check and split (class folders, or train/val/test of class folders); with --example or --from-tfds: OUT.", show_default=False)],
     out: Annotated[Optional[Path], typer.Argument(metavar="OUT", help="Folder to write: class folders of links, manifest.csv, prepare.json.", show_default=False)] = None,
-    val: Annotated[Optional[float], typer.Option("--val", min=0.0, max=0.9, help="Validation fraction per class [default: 0.1; an existing val/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.val,
-    test: Annotated[Optional[float], typer.Option("--test", min=0.0, max=0.9, help="Test fraction per class [default: 0.1; an existing test/ folder is kept].", show_default=False)] = PREPARE_DEFAULTS.test,
-    seed: Annotated[int, typer.Option("--seed", envvar="IMGCLASS_SEED", help="Seed for the stratified split (and the example dataset's test split).")] = PREPARE_DEFAULTS.seed,
-    copy: Annotated[bool, typer.Option("--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")] = PREPARE_DEFAULTS.copy,
-    max_size: Annotated[Optional[int], typer.Option("--max-size", min=MIN_IMAGE_SIZE, metavar="N", help="Write downscaled copies (longer side N, aspect kept, EXIF orientation applied) of larger images.", show_default=False)] = PREPARE_DEFAULTS.max_size,
-    fmt: Annotated[PrepareFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = PREPARE_DEFAULTS.format,
-    tfrecord: Annotated[bool, typer.Option("--tfrecord", help="Write the images as TFRecord shards (encoded bytes, label, source path) plus the manifest, instead of class folders of links.")] = PREPARE_DEFAULTS.tfrecord,
-    shard_size: Annotated[str, typer.Option("--shard-size", metavar="SIZE", help="With --tfrecord: about this many bytes of images per shard (KB, MB, GB; KiB, MiB, GiB).")] = f"{PREPARE_DEFAULTS.shard_size // 10**6}MB",
-    example: Annotated[Optional[Example], typer.Option("--example", help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 real 8x8 digits).", show_default=False)] = None,
-    from_tfds: Annotated[Optional[str], typer.Option("--from-tfds", metavar="NAME[:SPLIT]", help="Export a tensorflow-datasets image classification dataset to OUT as class folders.", show_default=False)] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an OUT written by an earlier prepare (never any other folder).")] = False,
-    quiet: QuietOpt = False,
+    **opts,
 ):
     """Check every image of SRC, split it and write OUT (imgclass prepare SRC OUT); or write an example dataset
     (--example digits OUT) or a tensorflow-datasets dataset (--from-tfds NAME OUT) as class folders."""
-    from imgclass_cli.report import output
-    from imgclass_cli.run.preflight import parse_size
-
-    shard_bytes = parse_size(shard_size)
-    if example is not None or from_tfds is not None:
-        if out is not None:
-            raise ImgclassError("with --example or --from-tfds pass only OUT, not SRC OUT")
-        if example is not None and from_tfds is not None:
-            raise ImgclassError("pass --example or --from-tfds, not both")
-        if tfrecord:
-            raise ImgclassError("--tfrecord applies to imgclass prepare SRC OUT; write the example first, then "
-                                "prepare it with --tfrecord")
-        target = str(src)
-        if example is not None:
-            from imgclass_cli.data import examples
-
-            counts = examples.write_digits(target, ExampleConfig(seed=seed), force=force)
-            what = "10 digit classes"
-        else:
-            from imgclass_cli.data import tfds
-
-            counts, names = tfds.write_dataset(from_tfds, target, data_dir=str(data_dir) if data_dir else None,
-                                               force=force)
-            what = f"{len(names)} classes of {from_tfds}"
-        parts = " and ".join(f"{n} {s}" for s, n in counts.items())
-        output.say(output.stdout(), f"wrote {parts} images of {what} to {target}")
-        return
-    if out is None:
-        raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
     from imgclass_cli.data import prepare as prep
+    from imgclass_cli.report import output
 
-    progress = None if quiet else output.count_progress("checking")
-    config = PrepareConfig(val=val, test=test, seed=seed, copy=copy, max_size=max_size, format=fmt,
-                           tfrecord=tfrecord, shard_size=shard_bytes)
+    config, progress = _configs("prepare", opts, PrepareConfig, Progress)
+    bar = None if progress.quiet or not prep.checks_images(config) else output.count_progress("checking")
     try:
-        result = prep.prepare(str(src), str(out), config, force=force, progress=progress)
+        done = prep.run(str(src), str(out) if out is not None else None, config, progress=bar)
     finally:
-        if progress is not None:
-            progress.close()
-    output.print_prepare_report(result.report, fmt.value)
-    if not quiet:
+        if bar is not None:
+            bar.close()
+    if done.report is None:
+        output.say(output.stdout(), done.summary)
+        return
+    output.print_prepare_report(done.report, config.format.value)
+    if not progress.quiet:
         output.say(output.stderr(), f"wrote {out}/manifest.csv")
-    if not result.report["images"]:
-        raise ImgclassError(f"{src}: none of its {result.report['files']} file(s) is a readable image (see the report)")
+    done.check_found_images()
 
 
-@command()
-def backbones(
-    fmt: Annotated[BackbonesFormat, typer.Option("--format", "-f", help=FORMAT_HELP)] = BackbonesFormat.table,
-):
+@command(BackbonesConfig)
+def backbones(**opts):
     """List the backbones finetune accepts, with their default and minimum input sizes."""
     from imgclass_cli.model.backbones import BACKBONES
     from imgclass_cli.report import output
 
+    (config,) = _configs("backbones", opts, BackbonesConfig)
     rows = [{"name": b.name, "keras": b.constructor, "default_size": b.default_size, "min_size": b.min_size,
              "preprocess_input": f"keras.applications.{b.module}"} for b in BACKBONES.values()]
-    output.print_rows(rows, fmt.value)
+    output.print_rows(rows, config.format.value)
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

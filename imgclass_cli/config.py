@@ -1,13 +1,17 @@
-"""Dataclasses holding every option and its default: the single source of truth for CLI help and core."""
+"""Dataclasses holding every option and its default: the single source of truth for the CLI, its help and the core
+(each field declared once with `options.option`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+from imgclass_cli import options
+from imgclass_cli.options import option
 
 
 class Augment(str, Enum):
@@ -75,41 +79,138 @@ DEFAULT_SEED = 42
 DEFAULT_BATCH_SIZE = 32
 
 
+class AutoRule:
+    """A default that depends on the data: computes the value and the sentence that explains it. `rule` is the
+    rule in words, for --help and the docs; `explain(n)` gives (value, "the default for N ...: rule; --flag sets
+    it"); calling the rule gives the value alone."""
+
+    def __init__(self, flag: str, basis: str, rule: str, compute: Callable[[int], int | float]):
+        self.flag, self.basis, self.rule, self.compute = flag, basis, rule, compute
+
+    def __call__(self, n: int):
+        return self.compute(n)
+
+    def explain(self, n: int) -> tuple[int | float, str]:
+        return self.compute(n), f"the default for {self.basis.format(n=n)}: {self.rule}; {self.flag} sets it"
+
+
+# Automatic training length, batch and learning rate for `train` (figures: docs/benchmarks.md, "train defaults").
+AUTO_EPOCHS = (5, 12)  # so that about AUTO_EPOCHS_IMAGES training images go by, within these bounds
+AUTO_EPOCHS_IMAGES = 288_000
+AUTO_BATCH = (16, 32, 64)  # the largest giving at least AUTO_BATCH_STEPS steps an epoch; small photo sets learn
+AUTO_BATCH_STEPS = 16      # better with more steps
+AUTO_LR, AUTO_LR_BATCH = 8e-3, 64  # the linear scaling rule: AUTO_LR at a batch of AUTO_LR_BATCH
+
+
+def _auto_batch(train_images: int) -> int:
+    return next((b for b in sorted(AUTO_BATCH, reverse=True) if train_images >= b * AUTO_BATCH_STEPS), min(AUTO_BATCH))
+
+
+auto_epochs = AutoRule(
+    "--epochs", "{n} training images", f"about {AUTO_EPOCHS_IMAGES:,} images in {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} epochs",
+    lambda n: max(AUTO_EPOCHS[0], min(AUTO_EPOCHS[1], math.ceil(AUTO_EPOCHS_IMAGES / max(1, n)))))
+auto_batch_size = AutoRule(
+    "--batch-size", "{n} training images",
+    f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to {min(AUTO_BATCH)}",
+    _auto_batch)
+auto_learning_rate = AutoRule(
+    "--learning-rate", "batch size {n}", f"{AUTO_LR:g} x batch / {AUTO_LR_BATCH}",
+    lambda batch: AUTO_LR * batch / AUTO_LR_BATCH)
+
+_INF = math.inf
+_SEED = dict(range=(0, 2**32 - 1), env="IMGCLASS_SEED")
+_BATCH = dict(range=(1, _INF), cap=2**20, env="IMGCLASS_BATCH_SIZE", help="Images per batch.")
+_BAD_IMAGE = dict(env="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a "
+                  "warning naming the file, or fail at once (exit 2).")
+FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
+_FINETUNE = ("finetune",)
+
+
 @dataclass
 class TrainConfig:
-    """Everything `train` and `finetune` need; saved as config.json in the run directory."""
+    """Everything `train` and `finetune` need; saved as config.json in the run directory. Each field is declared
+    once, with both commands' defaults (the dataclass default is train's; `defaults("finetune")` gives finetune's)."""
 
     command: str = "train"
     data: str = ""
-    arch: str = "cnn"  # train: cnn | simple-cnn | a backbone name; finetune: a backbone name
-    weights: str = "none"  # imagenet | none | PATH (finetune defaults to imagenet)
-    image_size: int | None = None  # None: the backbone's default size, or 128 for scratch CNNs
-    batch_size: int | None = DEFAULT_BATCH_SIZE  # None: auto_batch_size() once the training images are counted
-    epochs: int | None = 10  # None: auto_epochs() once the training images are counted
-    learning_rate: float | None = 1e-3  # None: auto_learning_rate() once the batch size is known
-    augment: Augment = Augment.light
-    val_split: float = 0.2
-    dropout: float = 0.2
-    seed: int = DEFAULT_SEED
-    on_bad_image: OnBadImage = OnBadImage.skip
-    out: str | None = None
-    # Optimisation (issue 4). weight_decay > 0 switches Adam to AdamW (decoupled decay).
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0  # linear warm-up from 0, then cosine decay to 0
-    class_weight: ClassWeight = ClassWeight.none
-    patience: int = 0  # early stopping on val_loss (best weights restored); 0 = off
-    resume: str | None = None  # a run directory (or its checkpoint) to continue
-    # Fine-tuning (issue 4): phase 2 unfreezes the top of the backbone; BatchNorm stays frozen.
-    unfreeze: int = 0  # top N backbone layers
-    unfreeze_from: str | None = None  # or: every layer from this one up
-    finetune_epochs: int = 5
-    finetune_lr_scale: float = 0.1
-    cache: bool = True  # train the head on cached backbone features (exact; --no-cache: the plain path)
-    aug_views: int = 1  # augmented views per image in the feature cache (with --augment)
-    cache_dir: str | None = None  # where an on-disk feature cache goes [default: next to --out]
-    # Distribution (issue 11): --batch-size stays the global batch under every strategy.
-    strategy: Strategy = Strategy.auto
+    arch: str = option(
+        "cnn", "--arch", help="cnn (BatchNorm CNN), simple-cnn (the classic 3-conv net), or any backbone name trained "
+        "from scratch.",
+        finetune=dict(default="mobilenetv2", flags=("--backbone", "-b"), env=("IMGCLASS_BACKBONE",),
+                      help="Keras Applications backbone (see `imgclass backbones`); with --weights RUN, that run's "
+                      "network."))
+    weights: str = option(
+        "none", "--weights", help="none, imagenet, or a weights file (backbone --arch only).",
+        finetune=dict(default="imagenet", help="imagenet (download or Keras cache), a local weights file, or RUN: the "
+                      "--out folder of an earlier train or finetune run (any architecture; its network up to the "
+                      "pooling layer is the backbone). none: a random frozen backbone, useful only with --unfreeze."))
+    image_size: int | None = option(
+        None, "--image-size", range=(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), env="IMGCLASS_IMAGE_SIZE", show_default=False,
+        help=f"Square input size in pixels, at most {MAX_IMAGE_SIZE} (a larger model input would not fit in memory) "
+        f"[default: with --weights RUN that run's size; else the backbone's own size; scratch CNNs: the images' own "
+        f"size when below {DEFAULT_SCRATCH_IMAGE_SIZE}, else {DEFAULT_SCRATCH_IMAGE_SIZE}].")
+    epochs: int | None = option(
+        None, "--epochs", range=(1, _INF), cap=10**7, env="IMGCLASS_EPOCHS", help="Training epochs.",
+        show_default=auto_epochs.rule,  # None: auto_epochs once the training images are counted
+        finetune=dict(default=5, help="Epochs training the head on the frozen backbone.", show_default=None))
+    batch_size: int | None = option(
+        None, "--batch-size", **_BATCH, show_default=auto_batch_size.rule,  # None: auto_batch_size
+        finetune=dict(default=DEFAULT_BATCH_SIZE, show_default=None))
+    learning_rate: float | None = option(
+        None, "--learning-rate", "--lr", range=(0.0, _INF), help="Adam learning rate.",
+        show_default=f"{auto_learning_rate.rule}: {AUTO_LR:g} at {AUTO_LR_BATCH}, {auto_learning_rate(16):g} at 16",
+        finetune=dict(default=1e-3, show_default=None))  # None: auto_learning_rate once the batch is known
+    # No augmentation by default: on 2 cores it doubles a scratch epoch, and on a transfer task it cost accuracy
+    # (docs/benchmarks.md, "augmentation").
+    augment: Augment = option(Augment.none, "--augment", help="Augmentation of training batches.")
+    val_split: float = option(0.2, "--val", range=(0.0, 0.9),
+                              help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's "
+                              "--val).")
+    dropout: float = option(0.2, "--dropout", range=(0.0, 0.95), help="Dropout before the classifier.")
+    seed: int = option(DEFAULT_SEED, "--seed", **_SEED, help="Seed for the split, shuffling, augmentation and "
+                       "initialisation (0 to 2**32 - 1, NumPy's range).")
+    out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
+                             help="Run directory [default: runs/COMMAND-TIMESTAMP].")
+    on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    # Optimisation. weight_decay > 0 switches Adam to AdamW (decoupled decay).
+    weight_decay: float = option(5e-4, "--weight-decay", range=(0.0, _INF),
+                                 help="Decoupled weight decay (AdamW) on kernels; 0 = plain Adam.",
+                                 finetune=dict(default=0.0))
+    label_smoothing: float = option(0.1, "--label-smoothing", range=(0.0, 0.5),
+                                    help="Label smoothing of the cross-entropy.", finetune=dict(default=0.0))
+    warmup_epochs: float = option(1.0, "--warmup-epochs", range=(0.0, _INF),
+                                  help="Linear learning-rate warm-up before the cosine decay.",
+                                  finetune=dict(default=0.0))
+    class_weight: ClassWeight = option(ClassWeight.none, "--class-weight",
+                                       help="auto: weight classes n/(k*count) (balanced) for imbalanced folders.")
+    patience: int = option(0, "--patience", range=(0, _INF), cap=10**7, help="Stop after this many epochs without a better "
+                           "val loss and keep the best weights; 0 = off.")
+    resume: str | None = option(None, "--resume", metavar="PATH", show_default=False,
+                                help="Continue an interrupted run (its --out folder) with its saved options.")
+    strategy: Strategy = option(Strategy.auto, "--strategy", env="IMGCLASS_STRATEGY",
+                                help="auto: multiworker when TF_CONFIG names a cluster, mirrored with more than one "
+                                "GPU, else default. --batch-size stays the global batch (docs/scaling.md).")
+    # Fine-tuning: phase 2 unfreezes the top of the backbone; BatchNorm stays frozen.
+    unfreeze: int = option(0, "--unfreeze", range=(0, _INF), cap=10**7, commands=_FINETUNE,
+                           help="Phase 2: also train the top N backbone layers, counted as Keras lists them "
+                           "(BatchNorm layers among them stay frozen; layers without weights have nothing to train).")
+    unfreeze_from: str | None = option(None, "--unfreeze-from", show_default=False, commands=_FINETUNE,
+                                       help="Phase 2: train every backbone layer from this one (a Keras layer name) "
+                                       "up.")
+    finetune_epochs: int = option(5, "--finetune-epochs", range=(0, _INF), cap=10**7, commands=_FINETUNE,
+                                  help="Epochs of phase 2 (with --unfreeze/--unfreeze-from).")
+    finetune_lr_scale: float = option(0.1, "--finetune-lr-scale", range=(0.0, _INF), commands=_FINETUNE,
+                                      help="Phase 2 learning rate = --learning-rate times this.")
+    cache: bool = option(True, "--cache/--no-cache", commands=_FINETUNE,
+                         help="Run the frozen backbone once and train on its cached outputs (exact; much faster).")
+    aug_views: int = option(1, "--aug-views", range=(1, _INF), cap=10_000, commands=_FINETUNE,
+                            help="With --augment and the cache: augmented views cached per image.")
+    cache_dir: str | None = option(None, "--cache-dir", metavar="PATH", show_default=False, commands=_FINETUNE,
+                                   help="Folder for a feature cache too big for memory [default: beside --out].")
+
+    @classmethod
+    def defaults(cls, command: str = "train", **values) -> "TrainConfig":
+        return options.defaults(cls, command, values)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -118,13 +219,14 @@ class TrainConfig:
     def options(self) -> dict:
         """The options of this run's command (config.json): a train run does not list finetune's."""
         d = self.to_dict()
-        return d if self.command == "finetune" else {k: v for k, v in d.items() if k not in FINETUNE_ONLY}
+        mine = {x.name for x in options.declared(TrainConfig, self.command)} | {"command", "data"}
+        return {k: v for k, v in d.items() if k in mine}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config.json", prefix: str = "options.") -> "TrainConfig":
         """A config read from a file (a run's config.json, a checkpoint's state.json): every known field is
         checked for its type and range; a violation is an ImgclassError (exit 2) naming `source` and the field.
-        Unknown keys are ignored (files written by other versions)."""
+        A missing field takes its command's default; unknown keys are ignored (files written by other versions)."""
         from imgclass_cli.errors import ImgclassError
 
         if not isinstance(d, dict):
@@ -134,132 +236,64 @@ class TrainConfig:
         for f in dataclasses.fields(cls):
             if f.name not in d:
                 continue
-            value = _checked(d[f.name], hints[f.name], OPTION_RANGES.get(f.name))
-            if value is _INVALID:
-                bounds = OPTION_RANGES.get(f.name)
+            bounds = options.bounds_of(cls, f.name)
+            value = options.check_field(d[f.name], hints[f.name], bounds)
+            if value is options.INVALID:
                 allowed = f" (allowed: {bounds[0]} to {bounds[1]})" if bounds else ""
                 raise ImgclassError(f"{source}: field {prefix}{f.name} has an invalid value {d[f.name]!r:.80}{allowed}")
             values[f.name] = value
-        return cls(**values)
+        command = values.get("command", "train")
+        return options.defaults(cls, command if command in ("train", "finetune") else "train", values)
 
 
-_INVALID = object()
-# Ranges of numeric options read back from files: what the CLI accepts, plus caps on what costs memory or time.
-_INF = math.inf
-OPTION_RANGES: dict[str, tuple[float, float]] = {
-    "image_size": (MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), "batch_size": (1, 2**20), "epochs": (1, 10**7), "learning_rate": (0.0, _INF),
-    "val_split": (0.0, 0.9), "dropout": (0.0, 0.95), "weight_decay": (0.0, _INF), "label_smoothing": (0.0, 0.5),
-    "warmup_epochs": (0.0, _INF), "patience": (0, 10**7), "unfreeze": (0, 10**7), "finetune_epochs": (0, 10**7),
-    "finetune_lr_scale": (0.0, _INF), "aug_views": (1, 10_000), "seed": (-(2**63), 2**63 - 1),
-}
+@dataclass
+class RunFlags:
+    """How train and finetune run, not what they train: not recorded in config.json."""
+
+    force: bool = option(False, "--force", help="Replace an existing run directory.")
+    tensorboard: bool = option(False, "--tensorboard", env="IMGCLASS_TENSORBOARD",
+                               help="Write TensorBoard logs (RUN/tensorboard when done).")
 
 
-def _checked(value, hint, bounds):
-    """`value` converted to `hint` (str, int, float, bool, an Enum, or X | None) within bounds, or _INVALID."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
-    if value is None:
-        return None if type(None) in options else _INVALID
-    for t in options:
-        if t is bool and isinstance(value, bool):
-            return value
-        if isinstance(value, bool):
-            continue
-        if t is str and isinstance(value, str) and "\0" not in value:
-            return value
-        if isinstance(t, type) and issubclass(t, Enum):
-            try:
-                return t(value)
-            except ValueError:
-                continue
-        if t is int and isinstance(value, int) or t is float and isinstance(value, (int, float)):
-            if not math.isfinite(value) or (bounds and not bounds[0] <= value <= bounds[1]):
-                return _INVALID
-            return t(value)
-    return _INVALID
+@dataclass
+class Progress:
+    """Every command but `backbones`: whether progress goes to stderr."""
 
-
-FINETUNE_ONLY = ("unfreeze", "unfreeze_from", "finetune_epochs", "finetune_lr_scale", "cache", "aug_views", "cache_dir")
-
-# The scratch recipe (issue 4): on Fashion-MNIST folders it beats the seed's 3-conv net (0.886 in 387-410 s here)
-# with 0.9324 test accuracy in 0.86x the seed's time (6 epochs, lr 8e-3; 0.9301 in 0.88-0.90x at 3e-3; bench/fmnist_scratch_vs_seed000.py; before issue
-# 12's fourth pass 0.9275 in 1.09x with 5 epochs). Batches of 64 keep 2 CPU cores busy (fewer images per
-# batch on small sets: AUTO_BATCH). No augmentation by default: on 2 cores `--augment light` more than doubled the epoch time (measured, 28 px), and
-# weight decay + label smoothing regularise instead; pass --augment light for small datasets.
-TRAIN_DEFAULTS = TrainConfig(epochs=None, batch_size=None, learning_rate=None, weight_decay=5e-4, label_smoothing=0.1,
-                             warmup_epochs=1.0, augment=Augment.none)
-# The default training length (train's --epochs unset): 12 epochs, fewer on large sets, so that about 288,000
-# training images go by, and at least 5 epochs. Measured on Fashion-MNIST (48,000 training images, cnn, the
-# schedule above, imgclass's bench split): 5 epochs gave 0.9262-0.9275 test accuracy, 6 epochs 0.9301-0.9314, 12
-# epochs 0.9305. So Fashion-MNIST gets 6 epochs: at least 0.93 in less time than the seed recipe's 10
-# (bench/fmnist_scratch_vs_seed000.py). A small photo set (hymenoptera, 196 training images) keeps its 12 epochs.
-AUTO_EPOCHS = (5, 12)
-AUTO_EPOCHS_IMAGES = 288_000
-
-
-def auto_epochs(train_images: int) -> int:
-    low, high = AUTO_EPOCHS
-    return max(low, min(high, math.ceil(AUTO_EPOCHS_IMAGES / max(1, train_images))))
-
-
-# The default batch (train's --batch-size unset): 64 keeps 2 CPU cores busy on large sets, but a small photo set
-# then gets only a few steps an epoch (hymenoptera: 196 training images once 20% of its train/ is held out: 4 steps,
-# 48 in 12 epochs). So the largest of 64, 32, 16 that gives at least AUTO_BATCH_STEPS steps an epoch, and 16 below
-# that. Measured on hymenoptera
-# (tested on its 153 val photos, seeds 42 / 7): batch 64 0.621 / 0.680, batch 16 0.752 / 0.732, in the same time;
-# the seed 000 recipe 0.706. Sets of 1,024 training images or more keep 64 (Fashion-MNIST unchanged).
-AUTO_BATCH = (16, 32, 64)
-AUTO_BATCH_STEPS = 16
-
-
-def auto_batch_size(train_images: int) -> int:
-    for batch in sorted(AUTO_BATCH, reverse=True):
-        if train_images >= batch * AUTO_BATCH_STEPS:
-            return batch
-    return min(AUTO_BATCH)
-
-
-# The default learning rate (train's --learning-rate unset) scales with the batch: AUTO_LR at a batch of
-# AUTO_LR_BATCH, linearly (the linear scaling rule), so 8e-3 at 64 and 2e-3 at 16. Measured on Fashion-MNIST
-# (batch 64, 6 epochs, bench/fmnist_scratch_vs_seed000.py), test accuracy with seeds 42 / 7: lr 3e-3 (before)
-# 0.9301 / 0.9281, 5e-3 - / 0.9293, 8e-3 0.9324 / 0.9316. On hymenoptera (batch 16, 4 seeds) 8e-3 fell to a mean
-# of 0.652 (from 0.732 at 3e-3): hence the scaling, which gives it 2e-3: 0.778 / 0.686 / 0.693 / 0.771, mean 0.732.
-AUTO_LR = 8e-3
-AUTO_LR_BATCH = 64
-
-
-def auto_learning_rate(batch_size: int) -> float:
-    return AUTO_LR * batch_size / AUTO_LR_BATCH
-
-
-# No augmentation by default for finetune either: on a transfer task (bench/fmnist_transfer.py, head on a frozen
-# pretrained cnn, 10 images per class, seeds 42/7) test accuracy was 0.551/0.418 with --augment none, 0.370/0.416
-# with light and one cached view, 0.367/0.386 with 4 views; at 50 per class none led by 8-18 points (issue 10).
-FINETUNE_DEFAULTS = TrainConfig(command="finetune", arch="mobilenetv2", weights="imagenet", epochs=5,
-                                augment=Augment.none)
+    quiet: bool = option(False, "--quiet", "-q", env="IMGCLASS_QUIET", help="No progress on stderr.")
 
 
 @dataclass
 class PredictConfig:
-    top_k: int = 1
-    batch_size: int = DEFAULT_BATCH_SIZE
-    format: PredictFormat = PredictFormat.table
-    strict: bool = False
-    on_bad_image: OnBadImage = OnBadImage.skip  # skip: an error record and a warning; fail: stop at the first
-
-
-PREDICT_DEFAULTS = PredictConfig()
+    top_k: int = option(1, "--top-k", "-k", range=(1, _INF), env="IMGCLASS_TOP_K", help="Classes to report per image.")
+    format: PredictFormat = option(
+        PredictFormat.table, "--format", "-f", env=("IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"),
+        help=f"{FORMAT_HELP} jsonl and csv: one record per image, in input order, as it is predicted.")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
+    strict: bool = option(False, "--strict", help="Exit 1 if any image could not be read.")
+    # skip: an error record and a warning; fail: stop at the first
+    on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    shard: tuple[int, int] | None = option(
+        None, "--shard", metavar="I/N", show_default=False, parse=options.parse_shard,
+        help="Predict only part I of N (1-based) of the inputs sorted by path, duplicates removed; the N parts "
+        "together are every input once (CI matrix, job arrays).")
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = DEFAULT_BATCH_SIZE
-    format: EvalFormat = EvalFormat.table
-    split: str | None = None  # for a train/val/test folder: test if present, else val
-    on_bad_image: OnBadImage = OnBadImage.skip
-
-
-EVAL_DEFAULTS = EvalConfig()
+    # For a train/val/test folder: test if present, else val.
+    split: str | None = option(None, "--split", show_default=False,
+                               help="For a train/val/test folder: which split [default: test, else val].")
+    format: EvalFormat = option(EvalFormat.table, "--format", "-f", env=("IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"),
+                                help=f"{FORMAT_HELP} csv: one metric per row.")
+    out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
+                             help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and "
+                             "confusion_matrix.png go beside it.")
+    fail_under: str | None = option(
+        None, "--fail-under", env="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", show_default=False,
+        help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: "
+        "top_k_accuracy.top_3, per_class.NAME.recall).")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
+    on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
 
 
 class ExportFormat(str, Enum):
@@ -275,13 +309,24 @@ class Quantize(str, Enum):
 
 @dataclass
 class ExportConfig:
-    format: ExportFormat = ExportFormat.tflite
-    quantize: Quantize | None = None
-    parity: int = 100  # images compared between the export and the Keras model; 0 skips the check
-    min_agreement: float = 0.99  # top-1 agreement below this fails the export (exit 3)
+    format: ExportFormat = option(ExportFormat.tflite, "--to", help="The model file format: savedmodel (TF Serving), "
+                                  "tflite (mobile, edge) or keras.")
+    quantize: Quantize | None = option(None, "--quantize", show_default=False,
+                                       help="tflite only: float16 (half size), int8 (full-integer, calibrated on the "
+                                       "run's training images).")
+    out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
+                             help="Export directory [default: RUN/export/TO[-QUANTIZE], e.g. RUN/export/tflite-int8].")
+    # Images compared between the export and the Keras model; 0 skips the check.
+    parity: int = option(100, "--parity", range=(0, _INF), metavar="N",
+                         help="Compare top-1 of the export and the Keras model on N images (0: skip).")
+    min_agreement: float = option(0.99, "--min-agreement", range=(0.0, 1.0),
+                                  help="Fail (exit 3, nothing written) below this top-1 agreement.")
+    data: str | None = option(None, "--data", metavar="PATH", show_default=False,
+                              help="Images for the parity check and int8 calibration [default: the run's recorded val "
+                              "and train images].")
+    force: bool = option(False, "--force", help="Replace an existing export directory (one written by imgclass "
+                         "export; never any other folder).")
 
-
-EXPORT_DEFAULTS = ExportConfig()
 
 # Multi-worker training: a collective (all-reduce) waiting longer than this for a peer fails the run with a clear
 # error instead of hanging (a dead peer on a refused connection fails at once; this catches a hung one). It must
@@ -297,30 +342,51 @@ MIN_IMAGE_SIDE = 4  # narrower or shorter images (a 1x1 tracking pixel) carry no
 SMALL_IMAGE_SIDE = 32  # reported by prepare as small, still used
 IGNORED_NAMES = ("Thumbs.db", "desktop.ini", "Icon\r")  # system files ignored like hidden files
 
-
 # prepare --tfrecord: ~100 MB shards (the size TensorFlow's data-input guide suggests: large enough for sequential
 # reads from a bucket, small enough for many of them to be read in parallel).
 DEFAULT_SHARD_SIZE = 100 * 10**6
-MIN_SHARD_SIZE, MAX_SHARD_SIZE = 10**3, 10**12
+DEFAULT_HOLDOUT = 0.1  # prepare's --val and --test for a folder of class folders
 
 
 @dataclass
 class PrepareConfig:
-    val: float | None = None  # None: 0.1 for a folder of class folders; existing val/ folders are kept
-    test: float | None = None  # None: 0.1 for a folder of class folders; existing test/ folders are kept
-    seed: int = DEFAULT_SEED
-    copy: bool = False  # copy files instead of hardlinks (symlinks where hardlinks fail)
-    max_size: int | None = None  # write downscaled copies whose longer side is at most this
-    format: PrepareFormat = PrepareFormat.table
-    tfrecord: bool = False  # write the images as TFRecord shards instead of class folders of links
-    shard_size: int = DEFAULT_SHARD_SIZE  # bytes of images per shard (about)
+    val: float | None = option(None, "--val", range=(0.0, 0.9), show_default=False,
+                               help=f"Validation fraction per class [default: {DEFAULT_HOLDOUT}; an existing val/ "
+                               "folder is kept].")
+    test: float | None = option(None, "--test", range=(0.0, 0.9), show_default=False,
+                                help=f"Test fraction per class [default: {DEFAULT_HOLDOUT}; an existing test/ folder "
+                                "is kept].")
+    seed: int = option(DEFAULT_SEED, "--seed", **_SEED,
+                       help="Seed for the stratified split (and the example dataset's test split).")
+    copy: bool = option(False, "--copy", help="Copy files instead of hardlinking them (copies where hardlinks fail).")
+    max_size: int | None = option(None, "--max-size", range=(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), metavar="N",
+                                  show_default=False, help="Write downscaled copies (longer side N, aspect kept, "
+                                  "EXIF orientation applied) of larger images.")
+    format: PrepareFormat = option(PrepareFormat.table, "--format", "-f", help=FORMAT_HELP)
+    tfrecord: bool = option(False, "--tfrecord", help="Write the images as TFRecord shards (encoded bytes, label, "
+                            "source path) plus the manifest, instead of class folders of links.")
+    shard_size: int = option(DEFAULT_SHARD_SIZE, "--shard-size", metavar="SIZE", parse=options.parse_size,
+                             show_default=f"{DEFAULT_SHARD_SIZE // 10**6}MB",
+                             help="With --tfrecord: about this many bytes of images per shard (KB, MB, GB; KiB, MiB, "
+                             "GiB).")
+    example: Example | None = option(None, "--example", show_default=False,
+                                     help="Write an embedded example dataset to OUT (digits: scikit-learn's 1,797 "
+                                     "real 8x8 digits).")
+    from_tfds: str | None = option(None, "--from-tfds", metavar="NAME[:SPLIT]", show_default=False,
+                                   help="Export a tensorflow-datasets image classification dataset to OUT as class "
+                                   "folders.")
+    data_dir: str | None = option(None, "--data-dir", metavar="PATH", show_default=False,
+                                  help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].")
+    force: bool = option(False, "--force", help="Replace an OUT written by an earlier prepare (never any other "
+                         "folder).")
+
+
+@dataclass
+class BackbonesConfig:
+    format: BackbonesFormat = option(BackbonesFormat.table, "--format", "-f", help=FORMAT_HELP)
 
 
 @dataclass
 class ExampleConfig:
     test_fraction: float = 0.2  # prepare --example digits: held-out test/ split
     seed: int = DEFAULT_SEED
-
-
-PREPARE_DEFAULTS = PrepareConfig()
-DEFAULT_HOLDOUT = 0.1

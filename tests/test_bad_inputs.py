@@ -211,7 +211,7 @@ def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
     assert model.get_layer("backbone").trainable is False
     assert model.get_layer("classifier").units == len(info.class_names) == 2  # green/ is empty
     assert info.config.command == "finetune" and info.config.arch == "mobilenet"
-    r = runner.invoke(app, ["evaluate", str(run), str(prep), "-f", "json", "--output", str(tmp_path / "m.json"), "-q"])
+    r = runner.invoke(app, ["evaluate", str(run), str(prep), "-f", "json", "--out", str(tmp_path / "m.json"), "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["num_samples"] == sum(1 for row in rows if row["split"] == "test")
     r = runner.invoke(app, ["predict", str(run), zoo, "-f", "jsonl"])
@@ -228,7 +228,7 @@ def test_zoo_prepare_finetune_evaluate_predict_skip(runner, zoo, tmp_path):
 def test_zoo_train_raw_folder_skips_then_fail_stops_at_first_bad_file(runner, zoo, tmp_path):
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", zoo, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "1",
-                            "--val-split", "0.25", "--out", str(run), "-q"])
+                            "--val", "0.25", "--out", str(run), "-q"])
     assert r.exit_code == 0, r.output
     for rel in ("red/truncated.jpg", "blue/huge.png", "blue/pixel.png", "red/text.jpg"):
         assert f"{rel}: " in r.stderr.replace(zoo + os.sep, ""), rel
@@ -243,7 +243,7 @@ def test_zoo_train_raw_folder_skips_then_fail_stops_at_first_bad_file(runner, zo
     assert os.path.join(zoo, "blue", "notes.txt") in lines[0]  # the first bad file in path order
     assert not (tmp_path / "x").exists()
 
-    r = runner.invoke(app, ["evaluate", str(run), zoo, "--on-bad-image", "fail", "--output", str(tmp_path / "m.json")])
+    r = runner.invoke(app, ["evaluate", str(run), zoo, "--on-bad-image", "fail", "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 2 and "--on-bad-image fail" in r.stderr and "Traceback" not in r.output
     r = runner.invoke(app, ["predict", str(run), os.path.join(zoo, "red"), "-f", "csv", "--on-bad-image", "fail"])
     assert r.exit_code == 2 and os.path.join(zoo, "red", "truncated.jpg") in r.stderr

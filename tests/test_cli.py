@@ -66,7 +66,7 @@ def test_evaluate_table_and_json(runner, trained_run, test_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.stdout and "confusion matrix" in r.stdout
     out_file = tmp_path / "m.json"
-    r = invoke(runner, ["evaluate", trained_run, test_dir, "--format", "json", "--output", str(out_file)])
+    r = invoke(runner, ["evaluate", trained_run, test_dir, "--format", "json", "--out", str(out_file)])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert set(METRIC_KEYS) <= set(report)
@@ -78,14 +78,14 @@ def test_evaluate_table_and_json(runner, trained_run, test_dir, tmp_path):
 
 
 def test_evaluate_csv(runner, trained_run, test_dir, tmp_path):
-    r = invoke(runner, ["evaluate", trained_run, test_dir, "-f", "csv", "--output", str(tmp_path / "x.json")])
+    r = invoke(runner, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "x.json")])
     rows = dict(csv.reader(io.StringIO(r.stdout)))
     assert float(rows["accuracy"]) >= 0.8 and "per_class.red.f1" in rows
 
 
 def test_evaluate_subset_of_classes_matches_by_name(runner, trained_run, tmp_path):
     make_class_folders(tmp_path, per_class=4, seed=3, classes={"red": (210, 50, 40)})
-    r = invoke(runner, ["evaluate", trained_run, str(tmp_path), "-f", "json", "--output", str(tmp_path / "m.json")])
+    r = invoke(runner, ["evaluate", trained_run, str(tmp_path), "-f", "json", "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["per_class"]["red"]["support"] == 4 and report["per_class"]["blue"]["support"] == 0

@@ -56,6 +56,6 @@ def test_val_class_missing_from_train_is_an_error(tmp_path):
 
 def test_too_small_for_a_split(tmp_path):
     root = make_class_folders(tmp_path, per_class=1)
-    with pytest.raises(ImgclassError, match="--val-split 0"):
+    with pytest.raises(ImgclassError, match="--val 0"):
         dataset.scan(root, val_split=0.2, seed=42)
     assert len(dataset.scan(root, val_split=0, seed=42).splits["train"]) == 3

@@ -127,7 +127,7 @@ def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runn
     runs = {}
     for strategy in ("default", "mirrored"):
         out = str(tmp_path / strategy)
-        args = ["train", data, *TINY, "--epochs", "2", "--out", out, "--strategy", strategy]
+        args = ["train", data, *TINY, "--epochs", "2", "--val", "0.25", "--out", out, "--strategy", strategy]
         if strategy == "default":  # in this process: one TensorFlow start less
             result = runner.invoke(app, args)
             assert result.exit_code == 0, result.output
@@ -149,7 +149,7 @@ def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runn
 
 @pytest.mark.slow
 def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_given_one_is_refused(tmp_path):
-    """Three replicas: train's automatic batch (16 for 29 training images) becomes 18, said and recorded; the same
+    """Three replicas: train's automatic batch (16 for 30 training images) becomes 18, said and recorded; the same
     16 given as --batch-size is an error (exit 2) that names it, before any work."""
     data = make_class_folders(tmp_path / "data", per_class=12, seed=3)
     script = tmp_path / "mirrored3.py"
@@ -159,7 +159,7 @@ def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_giv
     proc = subprocess.run([sys.executable, str(script), *args, "--out", out], env=_env(), capture_output=True,
                           text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 29 training images" in proc.stderr
+    assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 30 training images" in proc.stderr
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["options"]["batch_size"] == 18 and config["distribute"]["per_replica_batch"] == 6
     proc = subprocess.run([sys.executable, str(script), *args, "--batch-size", "16", "--out", str(tmp_path / "r2")],

@@ -204,7 +204,7 @@ def test_evaluate_records_the_split_it_used(runner, trained_run, test_dir, tmp_p
     r = runner.invoke(app, ["evaluate", trained_run, str(split_layout), "--out", str(out), "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads(out.read_text())["split"] == "val" and "(val split)" in r.stdout
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(out), "-q"])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(out), "-q"])
     assert json.loads(out.read_text())["split"] == "all"
 
 
@@ -231,6 +231,6 @@ def test_help_texts_and_debug_after_the_command(runner):
              for cmd in ("finetune", "export", "prepare", "train", "evaluate")}
     assert "RUN" in helps["finetune"] and "export directory" in helps["export"]
     assert "augmentation" not in helps["prepare"]
-    # One vocabulary: --val as in prepare, --out for every output; the old spellings are hidden aliases.
+    # One vocabulary: --val as in prepare, --out for every output; no other spellings.
     assert "--val " in helps["train"] and "--val-split" not in helps["train"]
     assert "--out" in helps["evaluate"] and "--output" not in helps["evaluate"]

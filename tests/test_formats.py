@@ -29,7 +29,7 @@ METRICS_TOP_LEVEL = {
 
 
 def evaluate_json(runner, run, data, out_file):
-    r = runner.invoke(app, ["evaluate", run, data, "-f", "json", "--output", str(out_file)])
+    r = runner.invoke(app, ["evaluate", run, data, "-f", "json", "--out", str(out_file)])
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout), r
 
@@ -55,7 +55,7 @@ def test_readme_documents_every_metrics_key():
 
 
 def test_evaluate_csv_schema(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--output", str(tmp_path / "m.json")])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(io.StringIO(r.stdout)))
     assert rows[0] == ["metric", "value"]
@@ -65,7 +65,7 @@ def test_evaluate_csv_schema(runner, trained_run, test_dir, tmp_path):
 
 
 def test_evaluate_table_is_plain_text_when_not_a_terminal(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(tmp_path / "m.json")])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0
     assert "balanced_accuracy" in r.stdout and "top_1_accuracy" in r.stdout
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr

@@ -56,7 +56,7 @@ def test_check_and_enforce_name_metric_and_shortfall():
 
 
 def test_fail_under_pass_exits_0(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "json", "--output", str(tmp_path / "m.json"),
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "json", "--out", str(tmp_path / "m.json"),
                             "--fail-under", "accuracy=0.5,f1_macro=0.5,per_class.red.recall=0.3"])
     assert r.exit_code == 0, r.output
     assert "gate accuracy" in r.stderr and "ok" in r.stderr
@@ -68,7 +68,7 @@ def test_fail_under_failure_exits_3_naming_metric_and_shortfall(runner, trained_
     data = make_class_folders(tmp_path / "swapped", per_class=4, seed=5,
                               classes={"red": COLOURS["blue"], "blue": COLOURS["red"]})
     out = tmp_path / "m.json"
-    r = runner.invoke(app, ["evaluate", trained_run, data, "-f", "json", "--output", str(out),
+    r = runner.invoke(app, ["evaluate", trained_run, data, "-f", "json", "--out", str(out),
                             "--fail-under", "accuracy=0.5,top_k_accuracy.top_1=0.0"])
     assert r.exit_code == 3, r.output
     report = json.loads(r.stdout)
@@ -79,10 +79,10 @@ def test_fail_under_failure_exits_3_naming_metric_and_shortfall(runner, trained_
 
 
 def test_fail_under_from_environment_and_typo_fails_before_evaluating(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "json", "--output", str(tmp_path / "m.json")],
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "json", "--out", str(tmp_path / "m.json")],
                       env={"IMGCLASS_FAIL_UNDER": "accuracy=0.01"})
     assert r.exit_code == 0 and "gate accuracy" in r.stderr
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(tmp_path / "n.json"),
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(tmp_path / "n.json"),
                             "--fail-under", "acuracy=0.9"])
     assert r.exit_code == 2 and "did you mean accuracy" in r.stderr
     assert not (tmp_path / "n.json").exists()

@@ -281,26 +281,26 @@ def test_train_without_epochs_runs_the_automatic_length_and_records_it(runner, d
 
 
 def test_the_default_batch_is_64_and_smaller_on_small_sets_for_16_steps_an_epoch():
-    from imgclass_cli.config import TRAIN_DEFAULTS, auto_batch_size
+    from imgclass_cli.config import TrainConfig, auto_batch_size
 
-    assert TRAIN_DEFAULTS.batch_size is None  # train without --batch-size: auto_batch_size once images are counted
+    assert TrainConfig.defaults("train").batch_size is None  # train without --batch-size: auto_batch_size once images are counted
     # hymenoptera's 196 training photos (its train/ less 20% validation) get 16 (measured: +7 to +13 points on its val photos over 64)
     assert [auto_batch_size(n) for n in (0, 196, 511, 512, 1023, 1024, 48_000)] == [16, 16, 16, 32, 32, 64, 64]
 
 
 def test_the_default_learning_rate_is_8e_3_at_batch_64_and_scales_with_the_batch():
-    from imgclass_cli.config import TRAIN_DEFAULTS, auto_learning_rate
+    from imgclass_cli.config import TrainConfig, auto_learning_rate
 
-    assert TRAIN_DEFAULTS.learning_rate is None  # train without --learning-rate: auto_learning_rate of the batch
+    assert TrainConfig.defaults("train").learning_rate is None  # train without --learning-rate: auto_learning_rate of the batch
     # Fashion-MNIST's batch 64 gets 8e-3 (0.932 test accuracy over seeds 42 and 7, against 0.928-0.930 at 3e-3);
     # hymenoptera's batch 16 gets 2e-3 (8e-3 there cost 8 points)
     assert [auto_learning_rate(b) for b in (16, 18, 32, 64, 128)] == pytest.approx([2e-3, 2.25e-3, 4e-3, 8e-3, 16e-3])
 
 
 def test_the_default_length_is_12_epochs_and_fewer_on_large_sets_with_at_least_5():
-    from imgclass_cli.config import TRAIN_DEFAULTS, auto_epochs
+    from imgclass_cli.config import TrainConfig, auto_epochs
 
-    assert TRAIN_DEFAULTS.epochs is None  # train without --epochs: auto_epochs once the images are counted
+    assert TrainConfig.defaults("train").epochs is None  # train without --epochs: auto_epochs once the images are counted
     # a photo set of a few hundred images, a mid-size set, Fashion-MNIST's 48,000 training images, a huge set
     assert [auto_epochs(n) for n in (0, 245, 20_000, 30_000, 48_000, 1_000_000)] == [12, 12, 12, 10, 6, 5]
 

@@ -445,7 +445,7 @@ def test_read_only_output_parent_fails_before_any_image_is_decoded(runner, data_
     (tmp_path / "ro").mkdir()
     ro = readonly(tmp_path / "ro")
     for args in (["train", data_dir, "--out", os.path.join(ro, "run")], ["prepare", data_dir, os.path.join(ro, "prep")],
-                 ["evaluate", trained_run, data_dir, "--output", os.path.join(ro, "m", "metrics.json")]):
+                 ["evaluate", trained_run, data_dir, "--out", os.path.join(ro, "m", "metrics.json")]):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         assert ro in r.stderr and "cannot write there" in r.stderr
@@ -484,13 +484,13 @@ def test_evaluate_output_never_overwrites_a_users_files(runner, trained_run, tes
     (folder / "misclassified.csv").write_text("my,own,csv\n")
     (folder / "confusion_matrix.png").write_bytes(b"my own picture")
     before = checksums(folder)
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(folder / "metrics.json"), "-q"])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(folder / "metrics.json"), "-q"])
     assert r.exit_code == 2 and "misclassified.csv" in r.stderr and "not written by imgclass" in r.stderr
     assert checksums(folder) == before
     # A folder of its own: evaluate writes there and may replace its own files on the next evaluate.
     mine = tmp_path / "mine"
     for _ in range(2):
-        r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--output", str(mine / "m.json"), "-q"])
+        r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(mine / "m.json"), "-q"])
         assert r.exit_code == 0, r.output
     assert set(fs.read_marker(str(mine))["files"]) == {"m.json", "misclassified.csv", "confusion_matrix.png"}
 

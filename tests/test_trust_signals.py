@@ -94,7 +94,7 @@ def test_hostile_class_names_in_train_summary_evaluate_and_prepare(runner, tmp_p
     assert "[draft]" in r.stdout and "[bold]b" in r.stdout  # validation per-class table
     assert json.load(open("run/labels.json")) == ["[bold]b", "[draft]"]
 
-    r = runner.invoke(app, ["evaluate", "run", data, "--output", "ev/metrics.json"])
+    r = runner.invoke(app, ["evaluate", "run", data, "--out", "ev/metrics.json"])
     assert r.exit_code == 0, r.output
     per_class = r.stdout.split("per class")[1]
     assert "[draft]" in per_class and "[bold]b" in per_class

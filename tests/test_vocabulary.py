@@ -77,7 +77,7 @@ def test_format_always_means_stdout_from_one_set_of_names():
                        "predict": ["table", "jsonl", "csv"], "backbones": ["table", "json", "csv"]}
     export = {o: p for p in _options("export") for o in p.opts}
     assert _choices(export["--to"]) == ["savedmodel", "tflite", "keras"]
-    assert export["--format"].hidden and export["-f"] is export["--format"]  # the old spelling, one release
+    assert "--format" not in export and not any(p.hidden for c in COMMANDS for p in _options(c))  # no aliases
 
 
 def test_backbones_in_every_format(runner):
@@ -92,11 +92,10 @@ def test_backbones_in_every_format(runner):
     assert "mobilenetv2" in r.stdout and "default size" in r.stdout
 
 
-def test_export_old_format_spelling_still_works_with_a_warning(runner, tmp_path):
-    for old in ("--format", "-f"):
+def test_export_takes_its_format_as_to_and_has_no_other_spelling(runner, tmp_path):
+    for old in ("--format", "-f"):  # nothing has been released: no alias
         r = runner.invoke(app, ["export", str(tmp_path / "no-run"), old, "savedmodel"])
-        assert r.exit_code == 2 and "not an imgclass run directory" in r.stderr  # it parsed, and the export ran
-        assert "--format is now --to (--to savedmodel)" in r.stderr
+        assert r.exit_code == 2 and f"No such option: {old}" in r.stderr
     r = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--to", "keras"])
     assert r.exit_code == 2 and "Warning" not in r.stderr
     r = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--to", "onnx"])
@@ -107,7 +106,7 @@ def test_export_old_format_spelling_still_works_with_a_warning(runner, tmp_path)
 # message must say is accepted).
 ENV_CASES = [
     (["train", "d"], "IMGCLASS_DEBUG", "maybe", "one of 1, 0, true, false, yes, no, on, off"),
-    (["train", "d"], "IMGCLASS_IMAGE_SIZE", "4", "at least 8"),
+    (["train", "d"], "IMGCLASS_IMAGE_SIZE", "4", "between 8 and 8192"),
     (["train", "d"], "IMGCLASS_BATCH_SIZE", "many", "an integer"),
     (["train", "d"], "IMGCLASS_EPOCHS", "0", "at least 1"),
     (["train", "d"], "IMGCLASS_SEED", "1.5", "an integer"),

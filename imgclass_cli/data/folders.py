@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from imgclass_cli.config import IGNORED_NAMES
+from imgclass_cli.data import holdout
 from imgclass_cli.data.imagefile import sniff_format, why_not_image
 from imgclass_cli.errors import ImgclassError
 
@@ -128,7 +129,10 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
 
     check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
-        splits["train"], splits["val"] = stratified_split(splits["train"], val_split, seed)
+        train = splits["train"]
+        splits["train"], splits["val"] = holdout.validation_split(
+            train, val_split, seed, keys=holdout.content_keys([s.path for s in train]),
+            orders=[os.path.relpath(s.path, root) for s in train])
     return Dataset(root=root, class_names=class_names, splits=splits, skipped=skipped, layout=layout)
 
 
@@ -195,20 +199,3 @@ def check_classes(root: str, class_names: list[str], train: list[Sample], min_cl
         raise ImgclassError(
             f"{root}: only one class ({class_names[0]}) has images; a classifier needs at least {min_classes} classes"
         )
-
-
-def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Seeded, stratified split with scikit-learn; identical for the same seed and files."""
-    from sklearn.model_selection import train_test_split
-
-    labels = [s.label for s in samples]
-    counts = Counter(labels)
-    n_val = max(len(counts), round(len(samples) * fraction))
-    if min(counts.values()) < 2 or n_val >= len(samples) - len(counts) + 1:
-        raise ImgclassError(
-            "too few images for a stratified validation split (every class needs at least 2 images); "
-            "add images, provide a val/ folder, or pass --val-split 0"
-        )
-    train, val = train_test_split(samples, test_size=n_val, stratify=labels, random_state=seed)
-    key = lambda s: (s.label, s.path)  # noqa: E731 - deterministic order independent of the shuffle
-    return sorted(train, key=key), sorted(val, key=key)

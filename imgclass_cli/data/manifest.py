@@ -9,7 +9,7 @@ import os
 
 
 from imgclass_cli import files
-from imgclass_cli.data import folders, tfrecord
+from imgclass_cli.data import folders, holdout, tfrecord
 from imgclass_cli.data.folders import Dataset, Sample
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.fs import rows_to_csv
@@ -99,7 +99,13 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
         raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {files.MANIFEST}")
     folders.check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
-        splits["train"], splits["val"] = folders.stratified_split(splits["train"], val_split, seed)
+        # The same units and order as `imgclass prepare` and `train` on the source folder: copies by sha256, in
+        # source path order.
+        by_path = {_inside(root, r["path"], ""): r for r in rows if r["status"] == "ok" and r["split"] == "train"}
+        train = splits["train"]
+        splits["train"], splits["val"] = holdout.validation_split(
+            train, val_split, seed, keys=[by_path[s.path].get("sha256") or s.path for s in train],
+            orders=[by_path[s.path].get("source") or by_path[s.path]["path"] for s in train])
         if is_tfrecord(rows):  # records are read in their stored order
             splits = {k: tfrecord.samples_in_order(v) for k, v in splits.items()}
     return Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from imgclass_cli import files, fs
 from imgclass_cli.config import DEFAULT_HOLDOUT, MAX_IMAGE_PIXELS, SMALL_IMAGE_SIDE, PrepareConfig
-from imgclass_cli.data import dataset, folders, manifest, tfrecord, verify
+from imgclass_cli.data import dataset, folders, holdout, manifest, tfrecord, verify
 from imgclass_cli.data.imagefile import FileInfo
 from imgclass_cli.errors import ImgclassError, first_line
 
@@ -76,39 +76,14 @@ def _collect(src: str) -> Found:
     return Found(layout, files, skipped, sorted(set(ignored)), empty)
 
 
-def _holdout_counts(n: int, val: float, test: float) -> tuple[int, int]:
-    """Per-class val/test sizes: fractions rounded half up, at least one image left for train."""
-    n_test = int(n * test + 0.5) if test else 0
-    n_val = int(n * val + 0.5) if val else 0
-    while n_test + n_val > n - 1 and (n_test or n_val):
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n_val, n_test
-
-
 def _assign(groups: dict[str, list[Entry]], val: float, test: float, seed: int) -> None:
-    """Stratified, seeded split of duplicate groups (exact copies travel together) among those still without a split."""
-    from sklearn.model_selection import train_test_split
-
-    by_class: dict[str, list[str]] = {}
-    for sha, members in groups.items():
-        # A copy of an image in an existing val/ or test/ folder stays where the user put it (reported as leakage).
-        if all(m.split is None for m in members):
-            by_class.setdefault(members[0].cls, []).append(sha)
-    for cls in sorted(by_class):
-        keys = sorted(by_class[cls], key=lambda k: groups[k][0].source)
-        n_val, n_test = _holdout_counts(len(keys), val, test)
-        chosen = {"train": keys, "val": [], "test": []}
-        if n_test:
-            chosen["train"], chosen["test"] = train_test_split(keys, test_size=n_test, random_state=seed)
-        if n_val:
-            chosen["train"], chosen["val"] = train_test_split(chosen["train"], test_size=n_val, random_state=seed)
-        for split, ks in chosen.items():
-            for k in ks:
-                for e in groups[k]:
-                    e.split = split
+    """The one splitter (data.split) over the duplicate groups (exact copies travel together) still without a split."""
+    units = [holdout.Unit(sha, members[0].cls, members[0].source) for sha, members in groups.items()
+             # A copy of an image in an existing val/ or test/ folder stays where the user put it (reported as leakage).
+             if all(m.split is None for m in members)]
+    for sha, chosen in holdout.assign(units, val, test, seed).items():
+        for e in groups[sha]:
+            e.split = chosen
 
 
 def _link(src: str, dst: str, copy: bool) -> str:
@@ -154,15 +129,65 @@ def _stats(values: list[float]) -> dict:
     return {"min": v[0], "median": v[len(v) // 2], "max": v[-1]}
 
 
-def prepare(src: str, out: str, config: PrepareConfig, *, force: bool = False, progress=None) -> PrepareResult:
+@dataclass
+class Prepared:
+    """What `imgclass prepare` did: the report of SRC -> OUT, or (--example, --from-tfds) a one-line summary."""
+
+    summary: str
+    report: dict | None = None
+    src: str = ""
+
+    def check_found_images(self) -> None:
+        """After the report is shown: a SRC without one readable image is an error."""
+        if self.report is not None and not self.report["images"]:
+            raise ImgclassError(f"{self.src}: none of its {self.report['files']} file(s) is a readable image (see the "
+                                "report)")
+
+
+def checks_images(config: PrepareConfig) -> bool:
+    """Whether run() checks images (and so reports progress): not for --example and --from-tfds."""
+    return config.example is None and config.from_tfds is None
+
+
+def run(src: str, out: str | None, config: PrepareConfig, progress=None) -> Prepared:
+    """`imgclass prepare`: SRC OUT checked and written (prepare()), or with --example / --from-tfds the dataset
+    written to SRC (the only path given)."""
+    if checks_images(config):
+        if out is None:
+            raise ImgclassError("pass SRC and OUT (imgclass prepare SRC OUT), or --example digits OUT")
+        result = prepare(src, out, config, progress=progress)
+        return Prepared(f"wrote {out}", result.report, src)
+    if out is not None:
+        raise ImgclassError("with --example or --from-tfds pass only OUT, not SRC OUT")
+    if config.example is not None and config.from_tfds is not None:
+        raise ImgclassError("pass --example or --from-tfds, not both")
+    if config.tfrecord:
+        raise ImgclassError("--tfrecord applies to imgclass prepare SRC OUT; write the example first, then "
+                            "prepare it with --tfrecord")
+    if config.example is not None:
+        from imgclass_cli.config import ExampleConfig
+        from imgclass_cli.data import examples
+
+        counts = examples.write_digits(src, ExampleConfig(seed=config.seed), force=config.force)
+        what = "10 digit classes"
+    else:
+        from imgclass_cli.data import tfds
+
+        counts, names = tfds.write_dataset(config.from_tfds, src, data_dir=config.data_dir, force=config.force)
+        what = f"{len(names)} classes of {config.from_tfds}"
+    parts = " and ".join(f"{n} {s}" for s, n in counts.items())
+    return Prepared(f"wrote {parts} images of {what} to {src}")
+
+
+def prepare(src: str, out: str, config: PrepareConfig, *, progress=None) -> PrepareResult:
     """Check every file under SRC, split it, and write OUT: class folders of links (or copies), manifest.csv and
     prepare.json. SRC is only read. `progress(done, total)` is called as files are checked. OUT is locked
-    against a second prepare for the whole run."""
+    against a second prepare for the whole run; an existing OUT is replaced only with config.force."""
     folders.check_root(src)
     if config.tfrecord and config.copy:
         raise ImgclassError("--copy has no effect with --tfrecord (the records hold copies of the images); drop it")
     with fs.locked(out):
-        return _prepare(src, out, config, force, progress)
+        return _prepare(src, out, config, config.force, progress)
 
 
 def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -> PrepareResult:

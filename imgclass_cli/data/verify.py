@@ -95,36 +95,9 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
     keep = image_size is not None and not records and pipeline.fits_in_memory(len(samples), image_size)
     bad: dict[str, str] = {}
     if not data.verified or keep:
-        fail = policy == OnBadImage.fail
-        # --on-bad-image fail names the first bad file in path order: check in that order and stop there.
-        order = sorted(range(len(samples)), key=lambda i: samples[i].path) if fail else list(range(len(samples)))
-
-        def item(j):
-            s = samples[order[j]]
-            if data.verified:
-                return s.path, s.orientation, None
-            info, contents = probe_file(s.path)
-            if not info.ok:
-                bad[s.path] = info.reason
-                return None
-            s.orientation = info.orientation
-            return s.path, s.orientation, contents  # decoded from these bytes: the file is read once
-
-        size = image_size if keep else CHECK_SIZE
-        decoded, failed = pipeline.decode_all(len(samples), item, size, keep=keep, stop=lambda: fail and bool(bad),
-                                              stop_on_error=fail, progress=progress)
-        for j in failed:  # in order: with fail, the first is the first bad file
-            s = samples[order[j]]
-            bad[s.path] = check_file(s.path, digest=False).reason or "cannot decode: unknown error"
-            if fail:
-                raise ImgclassError(fail_message(s.path, bad[s.path]))
-        if fail and bad:
-            raise ImgclassError(fail_message(*next(iter(bad.items()))))
-        if keep:
-            images = decoded
-            if fail:  # back to sample order
-                images = np.empty_like(decoded)
-                images[order] = decoded
+        images = _decode_check(samples, data.verified, policy == OnBadImage.fail, image_size if keep else None,
+                               bad, progress)
+        if images is not None:
             _keep_images(data, images, bad)
     for path, reason in known_bad + sorted(bad.items()):
         warn(f"skipping {path}: {reason}")
@@ -136,6 +109,42 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
             raise ImgclassError(f"{data.root}: fewer than {min_classes} classes have readable images after skipping "
                                 f"{len(bad)} bad file(s)")
     return data
+
+
+def _decode_check(samples: list, verified: bool, fail: bool, keep_size: int | None, bad: dict[str, str],
+                  progress) -> np.ndarray | None:
+    """The one pass of screen(): probe (unless `verified`) and decode every sample, adding the bad ones to `bad`
+    (raising at the first with `fail`). Returns the decoded images in sample order when `keep_size` is given."""
+    # --on-bad-image fail names the first bad file in path order: check in that order and stop there.
+    order = sorted(range(len(samples)), key=lambda i: samples[i].path) if fail else list(range(len(samples)))
+
+    def item(j):
+        s = samples[order[j]]
+        if verified:
+            return s.path, s.orientation, None
+        info, contents = probe_file(s.path)
+        if not info.ok:
+            bad[s.path] = info.reason
+            return None
+        s.orientation = info.orientation
+        return s.path, s.orientation, contents  # decoded from these bytes: the file is read once
+
+    decoded, failed = pipeline.decode_all(len(samples), item, keep_size or CHECK_SIZE, keep=keep_size is not None,
+                                          stop=lambda: fail and bool(bad), stop_on_error=fail, progress=progress)
+    for j in failed:  # in order: with fail, the first is the first bad file
+        s = samples[order[j]]
+        bad[s.path] = check_file(s.path, digest=False).reason or "cannot decode: unknown error"
+        if fail:
+            raise ImgclassError(fail_message(s.path, bad[s.path]))
+    if fail and bad:
+        raise ImgclassError(fail_message(*next(iter(bad.items()))))
+    if keep_size is None:
+        return None
+    if not fail:
+        return decoded
+    images = np.empty_like(decoded)  # back to sample order
+    images[order] = decoded
+    return images
 
 
 def _keep_images(data: Dataset, images, bad: dict[str, str]) -> None:

@@ -125,9 +125,6 @@ def save_training_curves(history: list[dict], folder: str, warn=None) -> str | N
 
 # ---------------------------------------------------------------- TensorBoard (`train/finetune --tensorboard`)
 
-TENSORBOARD_DIR = "tensorboard"
-
-
 def tensorboard_logdir(out: str) -> str:
     """Where the logs go while training, beside the run (like its checkpoint): the run folder appears only when
     complete. Watch them live with `tensorboard --logdir runs/`; at the end they move to RUN/tensorboard."""
@@ -189,6 +186,6 @@ def move_tensorboard_logs(logdir: str, out: str) -> str | None:
 
     if not os.path.isdir(logdir):
         return None
-    dest = os.path.join(out, TENSORBOARD_DIR)  # a new run directory has none; its own marker keeps it ours
+    dest = os.path.join(out, files.TENSORBOARD)  # a new run directory has none; its own marker keeps it ours
     shutil.move(logdir, dest)
     return dest

@@ -197,10 +197,10 @@ def _size(path: str) -> int:
 
 # ---------------------------------------------------------------- the command
 
-def export(run_path: str, config: ExportConfig, *, out: str | None = None, force: bool = False,
-           data: str | None = None, seed: int | None = None, reporter=None) -> ExportResult:
-    """Write RUN's model as config.format into `out` (default RUN/export/FMT[-QUANTIZE]) with labels,
-    export.json and the parity check; nothing is installed when the check fails."""
+def export(run_path: str, config: ExportConfig, *, seed: int | None = None, reporter=None) -> ExportResult:
+    """Write RUN's model as config.format into config.out (default RUN/export/FMT[-QUANTIZE]) with labels,
+    export.json and the parity check (images from config.data, else the run's recorded ones); nothing is installed
+    when the check fails. An existing export directory is replaced only with config.force."""
     say = reporter.info if reporter is not None else (lambda m: None)
     stage = reporter.stage if reporter is not None else (lambda *a, **k: contextlib.nullcontext(None))
     fmt = ExportFormat(config.format)
@@ -209,9 +209,9 @@ def export(run_path: str, config: ExportConfig, *, out: str | None = None, force
         raise ImgclassError(f"--quantize {quantize.value} applies to --to tflite only, not --to {fmt.value}")
     if not 0.0 <= config.min_agreement <= 1.0:
         raise ImgclassError(f"--min-agreement must be between 0 and 1; got {config.min_agreement}")
-    out = out or default_out(run_path, fmt.value, quantize.value if quantize else None)
+    out = config.out or default_out(run_path, fmt.value, quantize.value if quantize else None)
     with fs.locked(out):
-        return _export(run_path, fmt, quantize, config, out, force, data, seed, say, stage)
+        return _export(run_path, fmt, quantize, config, out, config.force, config.data, seed, say, stage)
 
 
 def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config: ExportConfig, out: str, force: bool,

@@ -11,9 +11,9 @@ import numpy as np
 
 from imgclass_cli import files, fs
 from imgclass_cli._tf import inference_fn, tf
-from imgclass_cli.config import EvalConfig, PredictConfig
+from imgclass_cli.config import EvalConfig, OnBadImage, PredictConfig
 from imgclass_cli.data import dataset, folders, tfrecord
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.report import evalfiles, gates
 from imgclass_cli.report.metrics import Report, compute_report
 from imgclass_cli.run import rundir
@@ -49,14 +49,14 @@ def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, output: str | None = None,
-                 fail_under: str | None = None, warn=None, stage=None,
+def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None,
                  fail_under_source: str = "--fail-under") -> Evaluation:
-    """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or `output`) with
+    """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or config.out) with
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
-    gate_list = gates.parse(fail_under, rundir.read_info(run_path).class_names, fail_under_source) if fail_under is not None else []
-    target = output or os.path.join(run_path, files.METRICS)
+    gate_list = gates.parse(config.fail_under, rundir.read_info(run_path).class_names, fail_under_source) \
+        if config.fail_under is not None else []
+    target = config.out or os.path.join(run_path, files.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
     ev = evaluate(run_path, data_path, config, warn=warn, stage=stage)
@@ -139,6 +139,59 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
             yield from folders.walk_images(arg, [])
         else:
             yield arg
+
+
+@dataclass
+class PredictJob:
+    """A predict command under way: `records` streams one record per input; `note` is what to tell the user first
+    (an empty shard); `finish(done, errors)` applies the rules for what was predicted once every record is out."""
+
+    records: Iterator[dict]
+    top_k: int
+    paths: list[str]
+    config: PredictConfig
+    note: str | None = None
+    empty_part: bool = False  # --shard I/N with N larger than the inputs: nothing to do, and that is fine
+
+    def finish(self, done: int, errors: int) -> None:
+        if self.empty_part:
+            return
+        if done == 0:
+            raise ImgclassError(f"nothing to predict: {' '.join(self.paths)} named no image files (an empty folder or "
+                                "empty stdin?); pass image files, folders of images, or - with paths on stdin")
+        if errors == done:
+            raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
+        if errors and self.config.strict:
+            raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
+
+
+def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=None) -> PredictJob:
+    """`imgclass predict`: the inputs expanded (folders, '-' for stdin), sharded with config.shard, and the records
+    of predict() over them; with --on-bad-image fail the first unreadable image stops the stream."""
+    from imgclass_cli.data.verify import fail_message
+    from imgclass_cli.run import predictors
+
+    k = min(config.top_k, len(predictors.resolve(run_path).class_names))
+    config = dataclasses.replace(config, top_k=k)
+    inputs = expand_inputs(paths, stdin)
+    note, empty = None, False
+    if config.shard is not None:
+        i, n = config.shard
+        inputs, total = take_shard(inputs, config.shard)
+        if total and not inputs:
+            note, empty = (f"--shard {i}/{n}: no inputs in this part ({total} input(s) in all, in parts 1-{total} of "
+                           f"{n})"), True
+    records = predict(run_path, inputs, config)
+    if config.on_bad_image == OnBadImage.fail:
+        records = _stop_at_first_error(records, fail_message)
+    return PredictJob(records, k, list(paths), config, note, empty)
+
+
+def _stop_at_first_error(records, fail_message):
+    for r in records:
+        if r["status"] != "ok":
+            raise ImgclassError(fail_message(r["path"], r["error"]))
+        yield r
 
 
 def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable
 
-from imgclass_cli.config import FINETUNE_DEFAULTS, MAX_SHARD_SIZE, MIN_SHARD_SIZE, SCRATCH_ARCHS, Strategy, TrainConfig
+from imgclass_cli.config import SCRATCH_ARCHS, Strategy, TrainConfig
 from imgclass_cli.data import dataset, folders
 from imgclass_cli.errors import ImgclassError
 from imgclass_cli.model import backbones
@@ -20,6 +19,13 @@ FROZEN_RANDOM_WARNING = (
     "layer from scratch use `imgclass train DATA --arch {arch}`; to start from pretrained weights use --weights "
     "imagenet or a weights file; or add --unfreeze N"
 )
+
+
+def normalized_arch(config: TrainConfig) -> TrainConfig:
+    """train --arch and finetune --backbone as the one name the core knows (`MobileNet_V2` -> mobilenetv2); an
+    unknown name is an error suggesting the closest."""
+    name = backbones.train_arch(config.arch) if config.command == "train" else backbones.get_backbone(config.arch).name
+    return dataclasses.replace(config, arch=name)
 
 
 def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], None] = lambda m: None) -> TrainConfig:
@@ -43,7 +49,7 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
         source = rundir.read_info(weights)  # a run directory with a complete model.keras, or a clear error
         if config.command == "finetune":
             # The backbone is the source run's network, whatever its architecture (a scratch cnn included).
-            if config.arch not in (source.config.arch, FINETUNE_DEFAULTS.arch):
+            if config.arch not in (source.config.arch, TrainConfig.defaults("finetune").arch):
                 raise ImgclassError(f"--backbone {config.arch}: {weights} is a {source.config.arch} run; leave out "
                                     f"--backbone (the run's network is the backbone)")
             config.arch = source.config.arch
@@ -75,28 +81,3 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
 
 def _unfreezes(config: TrainConfig) -> bool:
     return bool(config.unfreeze or config.unfreeze_from) and config.finetune_epochs > 0
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_size(text: str, option: str = "--shard-size") -> int:
-    """'100MB', '64 MiB', '250000' -> bytes (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
-    unit = m.group(2).upper() if m else None
-    size = int(float(m.group(1)) * _UNITS[unit]) if m and unit in _UNITS else None
-    if size is None or not MIN_SHARD_SIZE <= size <= MAX_SHARD_SIZE:
-        raise ImgclassError(f"Invalid value for '{option}': must be a size between {MIN_SHARD_SIZE // 1000} KB and "
-                            f"{MAX_SHARD_SIZE // 10**9} GB, e.g. 100MB, 512KB or 1GB; got {text}")
-    return size
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """--shard I/N: part I (1-based, like CI matrix indices) of N; 1 <= I <= N."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    i, n = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-    if m is None or not 1 <= i <= n:
-        hint = " (I counts from 1: a 0-based index k is --shard k+1/N)" if i == 0 else ""
-        raise ImgclassError(f"Invalid value for '--shard': must be I/N with 1 <= I <= N, e.g. 2/4 for the second of "
-                            f"4 parts{hint}; got {text}")
-    return i, n

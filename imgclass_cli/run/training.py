@@ -15,12 +15,6 @@ import numpy as np
 from imgclass_cli import __version__, files, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
-    AUTO_BATCH,
-    AUTO_BATCH_STEPS,
-    AUTO_EPOCHS,
-    AUTO_EPOCHS_IMAGES,
-    AUTO_LR,
-    AUTO_LR_BATCH,
     Augment,
     ClassWeight,
     TrainConfig,
@@ -115,56 +109,69 @@ class _Scanned(NamedTuple):
     seconds: float
 
 
-def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None) -> TrainResult:
-    """callbacks: extra Keras callbacks for every fit (e.g. TensorBoard from `--tensorboard`).
+def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbacks: list | None = None,
+        tensorboard: bool = False) -> TrainResult:
+    """callbacks: extra Keras callbacks for every fit. tensorboard: write TensorBoard logs beside OUT while training,
+    moved into the run when it is saved.
 
     Options, paths and weights are checked first (no TensorFlow needed); then a lock on OUT is held for the whole
     run: a second run with the same OUT fails at once, naming the first."""
     config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
-    scanned = None
-    said: list[str] = []  # the defaults picked for this data, printed after the image check (_run)
-    if config.batch_size is None:  # train's default: depends on the number of training images (the strategy needs it)
+    callbacks = list(callbacks or [])
+    logdir = None
+    if tensorboard:
+        logdir = plots.tensorboard_logdir(config.out)
+        callbacks.append(plots.tensorboard_callback(logdir))
+        reporter.info(f"TensorBoard logs in {logdir} (tensorboard --logdir {os.path.dirname(logdir)})")
+    scanned, said = None, []  # said: the defaults picked for this data, printed after the image check (_run)
+    if config.batch_size is None:  # the default depends on the number of training images (the strategy needs it)
         started = time.perf_counter()
         data, image_size = _scan(config)
         config.batch_size = auto_batch_size(len(data.splits.get("train", [])))
         scanned = _Scanned(data, image_size, time.perf_counter() - started)
     dist = distribute.start(config, auto_batch=scanned is not None)  # before TensorFlow builds anything
     if scanned:
-        train_images = len(scanned.data.splits.get("train", []))
-        rounded = "" if dist.global_batch == config.batch_size else (
-            f"{config.batch_size} rounded up to a multiple of the {dist.replicas} replicas; ")
-        said.append(f"batch size {dist.global_batch} ({rounded}the default for {train_images} training images: "
-                    f"{max(AUTO_BATCH)}, smaller when an epoch would have fewer than {AUTO_BATCH_STEPS} steps, down to "
-                    f"{min(AUTO_BATCH)}; --batch-size sets it)")
+        said.append(_batch_sentence(config.batch_size, dist, len(scanned.data.splits.get("train", []))))
         config.batch_size = dist.global_batch
-    if config.learning_rate is None:  # train's default: scales with the batch (recorded as a number)
-        config.learning_rate = auto_learning_rate(config.batch_size)
-        said.append(f"learning rate {config.learning_rate:g} (the default for batch size {config.batch_size}: "
-                    f"{AUTO_LR:g} x batch / {AUTO_LR_BATCH}; --learning-rate sets it)")
+    if config.learning_rate is None:  # the default scales with the batch (recorded as a number)
+        config.learning_rate, why = auto_learning_rate.explain(config.batch_size)
+        said.append(f"learning rate {config.learning_rate:g} ({why})")
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
-    # Only the chief writes OUT; another worker writes a temporary folder it removes (and runs no extra callbacks:
-    # TensorBoard logs are the chief's).
+    result = _run_locked(config, reporter, force, callbacks, dist, scanned, said)
+    if logdir and result.saved:  # another worker's logdir is the chief's: leave it to the chief
+        plots.move_tensorboard_logs(logdir, result.out)
+    return result if dist.is_chief else dataclasses.replace(result, out=dist.run_out, saved=False)
+
+
+def _batch_sentence(batch: int, dist: distribute.Distribution, train_images: int) -> str:
+    _, why = auto_batch_size.explain(train_images)
+    rounded = "" if dist.global_batch == batch else f"{batch} rounded up to a multiple of the {dist.replicas} replicas; "
+    return f"batch size {dist.global_batch} ({rounded}{why})"
+
+
+def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, dist, scanned, said):
+    """_run under the lock of OUT. Only the chief writes OUT; another worker writes a temporary folder it removes
+    (and runs no extra callbacks: TensorBoard logs are the chief's)."""
     with dist.outputs(config.out) as out:
         if out != config.out:
-            config, callbacks = dataclasses.replace(config, out=out), None
+            config, callbacks = dataclasses.replace(config, out=out), []
         try:
             with fs.locked(out):
-                result = _run(config, reporter, force, callbacks, dist, scanned, said)
+                return _run(config, reporter, force, callbacks, dist, scanned, said)
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
             # A worker's messages name its temporary folder; what to resume is the chief's run, beside OUT.
             here, there = os.path.dirname(out), os.path.dirname(os.path.abspath(dist.run_out))
             raise ImgclassError(e.message.replace(here, there), e.exit_code) from None
-    return result if dist.is_chief else dataclasses.replace(result, out=dist.run_out, saved=False)
 
 
-def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list | None,
-         dist: distribute.Distribution, scanned: _Scanned | None = None, said: list[str] | None = None) -> TrainResult:
+def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, dist: distribute.Distribution,
+         scanned: _Scanned | None = None, said: list[str] | None = None) -> TrainResult:
     """scanned: run()'s scan when it scanned already (to pick the default batch size). said: the defaults run()
     picked (batch size, learning rate), one line after the image check, so a bad file's error stays the only line."""
     started = time.time() - (scanned.seconds if scanned else 0.0)
@@ -176,48 +183,12 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     else:
         with timings("scan"):
             data, image_size = _scan(config)
-
-    keras().utils.set_random_seed(config.seed)
-    # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
-    # parallel tf.data map and consume their seed state in a racy order (observed: runs differed from epoch 1).
-    tf().config.experimental.enable_op_determinism()
     try:
-        with dist.strategy.scope(), timings("model"):
-            model = build.build_classifier(
-                config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
-                trainable_backbone=False if config.command == "finetune" else None,
-            )
-        # After the model (an offline ImageNet download fails before minutes of image checking), before any epoch.
-        with timings("check"):
-            data = _check_images(config, data, image_size, reporter, dist)
-        counts = {split: len(samples) for split, samples in data.splits.items()}
-        if said:
-            reporter.info("; ".join(said))
-        if config.epochs is None:  # train's default: recorded as a number in the checkpoint and config.json
-            config.epochs = auto_epochs(counts.get("train", 0))
-            reporter.info(f"{config.epochs} epochs (the default for {counts.get('train', 0)} training images: about "
-                          f"{AUTO_EPOCHS_IMAGES:,} images in {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} epochs; "
-                          "--epochs sets it)")
-        spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
-        warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
-        with dist.strategy.scope():
-            history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks or []), out, dist,
-                                           timings)
-    except (tf().errors.InvalidArgumentError, tf().errors.DataLossError) as e:
-        samples = [s for split in data.splits.values() for s in split]
-        raise ImgclassError("an image could not be decoded during training: "
-                            f"{pipeline.read_error_message(e, samples)}") from None
-    except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
+        model, data = _model_and_checked_data(config, data, image_size, reporter, dist, timings, said or [])
+    except KeyboardInterrupt as e:
         raise _interrupted(e, config, out, None) from None
-    except tf().errors.OpError as e:
-        if not distribute.peer_lost(e, dist):
-            raise
-        reporter.close()
-        raise _with_resume_hint(ImgclassError(distribute.peer_lost_message(e), EXIT_FAILED), config, dist.run_out,
-                                every_worker=True) from None
-    if history and not np.isfinite(history[-1]["loss"]):
-        raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
-
+    counts = {split: len(samples) for split, samples in data.splits.items()}
+    history, val_pred = _fit(model, config, data, image_size, reporter, callbacks, dist, timings)
     report = None
     if val_pred is not None:
         y, probs = val_pred
@@ -230,6 +201,55 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list |
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started,
                        timings=recorded)
+
+
+def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter: Reporter, dist, timings, said):
+    """The model, then the image check (after the model: an offline ImageNet download fails before minutes of
+    checking), then the defaults that depend on the checked data."""
+    keras().utils.set_random_seed(config.seed)
+    # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
+    # parallel tf.data map and consume their seed state in a racy order.
+    tf().config.experimental.enable_op_determinism()
+    with dist.strategy.scope(), timings("model"):
+        model = build.build_classifier(
+            config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
+            trainable_backbone=False if config.command == "finetune" else None,
+        )
+    with timings("check"):
+        data = _check_images(config, data, image_size, reporter, dist)
+    if said:
+        reporter.info("; ".join(said))
+    if config.epochs is None:  # recorded as a number in the checkpoint and config.json
+        train_images = len(data.splits.get("train", []))
+        config.epochs, why = auto_epochs.explain(train_images)
+        reporter.info(f"{config.epochs} epochs ({why})")
+    return model, data
+
+
+def _fit(model, config: TrainConfig, data, image_size: int, reporter: Reporter, callbacks: list, dist, timings):
+    """fit_phases, with TensorFlow's failures turned into one clear error: a file that fails to decode mid-epoch,
+    a lost peer, an interrupt outside the fit loop's safe points, a diverged loss."""
+    spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
+    try:
+        with dist.strategy.scope():
+            history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks), config.out, dist,
+                                           timings)
+    except (tf().errors.InvalidArgumentError, tf().errors.DataLossError) as e:
+        samples = [s for split in data.splits.values() for s in split]
+        raise ImgclassError("an image could not be decoded during training: "
+                            f"{pipeline.read_error_message(e, samples)}") from None
+    except KeyboardInterrupt as e:  # outside the fit loop's safe points (feature cache, last validation pass)
+        raise _interrupted(e, config, config.out, None) from None
+    except tf().errors.OpError as e:
+        if not distribute.peer_lost(e, dist):
+            raise
+        reporter.close()
+        raise _with_resume_hint(ImgclassError(distribute.peer_lost_message(e), EXIT_FAILED), config, dist.run_out,
+                                every_worker=True) from None
+    if history and not np.isfinite(history[-1]["loss"]):
+        raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
+    return history, val_pred
 
 
 class Timings:
@@ -548,94 +568,120 @@ def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: flo
             f"{bn} BatchNorm stay frozen, {rest} have no weights")
 
 
+@dataclass
+class _Loop:
+    """What the fit loop carries from epoch to epoch and saves in every checkpoint: the history rows, the phase and
+    the epochs done in it, and the optimizer of the phase running."""
+
+    config: TrainConfig
+    out: str
+    history: list[dict]
+    phase: int
+    epoch: int
+    optimizer: object = None
+
+    def state(self) -> dict:
+        return {"config": self.config.to_dict(), "out": os.path.abspath(self.out), "history": self.history,
+                "phase": self.phase, "epoch": self.epoch}
+
+    def save(self, model) -> None:
+        ckpt.save(ckpt.checkpoint_dir(self.out), model, self.optimizer, self.state())
+
+
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
               reporter: Reporter, callbacks: list, out: str, resume: dict | None,
               dist: distribute.Distribution | None, timings: Timings):
     """Every phase's fit, with a checkpoint after each epoch; --resume continues where the checkpoint stands.
     Returns (history, validation predictions)."""
-    K = keras()
-    folder = ckpt.checkpoint_dir(out)
+    loop = _Loop(config, out, list(resume["history"]) if resume else [], *((resume["phase"], resume["epoch"])
+                                                                         if resume else (1, 0)))
+    start_phase, start_epoch = loop.phase, loop.epoch
     num_classes = len(data.class_names)
-    steps = -(-len(data.splits["train"]) // config.batch_size)
-    history: list[dict] = list(resume["history"]) if resume else []
-    start_phase, start_epoch = (resume["phase"], resume["epoch"]) if resume else (1, 0)
-    auto = ClassWeight(config.class_weight) == ClassWeight.auto
-    weights = class_weights([s.label for s in data.splits["train"]], num_classes) if auto else None
+    weights = class_weights([s.label for s in data.splits["train"]], num_classes) \
+        if ClassWeight(config.class_weight) == ClassWeight.auto else None
     if weights:
         reporter.info("class weights: " + ", ".join(f"{data.class_names[i]} {w:.2f}" for i, w in weights.items()))
-    opt = None
-    position = {"phase": start_phase, "epoch": start_epoch}
     custom = dist is not None and dist.custom_loop
-    val = None
-    last_validation = None  # (labels, probabilities) of the last epoch run, at the weights fit ended with
-    if custom and "val" in data.splits and data.splits["val"]:
+    val = None  # the validation of the custom loop (mirrored, multiworker), spread over the replicas
+    if custom and data.splits.get("val"):
         labels = np.array([s.label for s in data.splits["val"]])
         val = distribute.Validation(fit.val, labels, dist.positions("val", len(labels)))
-
-    def state():
-        return {"config": config.to_dict(), "out": os.path.abspath(out), "history": history, **position}
-
+    last_validation = None  # (labels, probabilities) of the last epoch run, at the weights fit ended with
     try:
         for phase in plan:
             initial = start_epoch if phase.number == start_phase else 0
             if phase.number < start_phase or initial >= phase.epochs:
                 continue
-            position.update(phase=phase.number, epoch=initial)
-            if config.command == "finetune":
-                trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
-                if two_phases:
-                    what = "head on the frozen backbone" if phase.number == 1 else _phase2_text(
-                        model, config, trainable, phase.learning_rate)
-                    reporter.info(f"phase {phase.number}: {what}")
-            opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
-            fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
-                              metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
-            if resume and phase.number == start_phase and initial > 0:
-                ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
-            offset = len(history) - initial
-
-            def on_epoch(done, logs, number=phase.number, offset=offset):
-                history.append({"epoch": offset + done, "phase": number, **{k: float(v) for k, v in logs.items()}})
-                position.update(phase=number, epoch=done)
-                try:
-                    ckpt.save(folder, model, opt, state())
-                except fs.WriteFailed as e:  # e.g. a full disk: the previous checkpoint is still whole
-                    raise _with_resume_hint(e, config, out) from None
-
-            validate = None if custom or fit.val is None else _validation_callback(
-                fit.model, fit.val, make_loss(config, num_classes, None))
-            cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
-            if validate is not None:
-                cbs.insert(0, validate)  # first: the others read its val_loss and val_accuracy
-            if config.patience > 0 and fit.val is not None:
-                cbs.append(ckpt.early_stopping(config.patience))
-            cbs.append(timings.epoch_callback())  # after the checkpoint: an epoch's time includes its save
-            cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
-            try:
-                if custom:  # mirrored, multiworker: Keras fit fails under both (see run/distribute.py)
-                    distribute.fit_loop(dist, fit.model, fit.train, val, loss_fn=make_loss(config, num_classes, None),
-                                        optimizer=opt, class_weights=weights, epochs=phase.epochs,
-                                        initial_epoch=initial, steps=steps, callbacks=cbs, num_classes=num_classes)
-                else:
-                    fit.model.fit(fit.train, epochs=phase.epochs, initial_epoch=initial,
-                                  verbose=0, callbacks=cbs, class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
-            finally:
-                reporter.close()  # also when fit raised: no live bar left under the error line
-            last_validation = validate.last if validate is not None else None
+            restore = resume is not None and phase.number == start_phase and initial > 0
+            last_validation = _fit_phase(model, fit, phase, initial, restore, two_phases, loop, data, reporter,
+                                         callbacks, weights, val, dist, timings)
             interrupts.check()
         with timings("final_validation"):
             if val is not None:
-                result = history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
+                result = loop.history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
             elif last_validation is not None and config.patience == 0:  # early stopping may restore other weights
-                result = history, last_validation
+                result = loop.history, last_validation
             else:
-                result = history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
+                result = loop.history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
         reporter.close()  # Ctrl-C's message goes on its own line, not on the bar's
-        ckpt.save(folder, model, opt, state())
-        raise _interrupted(e, config, out, position) from None
+        loop.save(model)
+        raise _interrupted(e, config, out, {"phase": loop.phase, "epoch": loop.epoch}) from None
+
+
+def _fit_phase(model, fit: FitData, phase: Phase, initial: int, restore: bool, two_phases: bool, loop: _Loop, data,
+               reporter: Reporter, callbacks: list, weights, val, dist, timings: Timings):
+    """One phase's fit from epoch `initial`: compile (and with `restore` the checkpoint's optimizer state), the
+    callbacks in their order, Keras fit or the custom loop. Returns the last epoch's validation (labels, probs)."""
+    K = keras()
+    config = loop.config
+    num_classes = len(data.class_names)
+    steps = -(-len(data.splits["train"]) // config.batch_size)
+    loop.phase, loop.epoch = phase.number, initial
+    if config.command == "finetune":
+        trainable = phases.set_phase(model, phase.number, config.unfreeze, config.unfreeze_from)
+        if two_phases:
+            what = "head on the frozen backbone" if phase.number == 1 else _phase2_text(
+                model, config, trainable, phase.learning_rate)
+            reporter.info(f"phase {phase.number}: {what}")
+    loop.optimizer = opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
+    fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
+                      metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    if restore:
+        ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
+    offset = len(loop.history) - initial
+
+    def on_epoch(done, logs):
+        loop.history.append({"epoch": offset + done, "phase": phase.number, **{k: float(v) for k, v in logs.items()}})
+        loop.epoch = done
+        try:
+            loop.save(model)
+        except fs.WriteFailed as e:  # e.g. a full disk: the previous checkpoint is still whole
+            raise _with_resume_hint(e, config, loop.out) from None
+
+    custom = dist is not None and dist.custom_loop
+    validate = None if custom or fit.val is None else _validation_callback(
+        fit.model, fit.val, make_loss(config, num_classes, None))
+    cbs = [ckpt.checkpoint_callback(on_epoch), _keras_callback(reporter, phase.epochs, steps), *callbacks]
+    if validate is not None:
+        cbs.insert(0, validate)  # first: the others read its val_loss and val_accuracy
+    if config.patience > 0 and fit.val is not None:
+        cbs.append(ckpt.early_stopping(config.patience))
+    cbs.append(timings.epoch_callback())  # after the checkpoint: an epoch's time includes its save
+    cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
+    try:
+        if custom:  # mirrored, multiworker: Keras fit fails under both (see run/distribute.py)
+            distribute.fit_loop(dist, fit.model, fit.train, val, loss_fn=make_loss(config, num_classes, None),
+                                optimizer=opt, class_weights=weights, epochs=phase.epochs, initial_epoch=initial,
+                                steps=steps, callbacks=cbs, num_classes=num_classes)
+        else:
+            fit.model.fit(fit.train, epochs=phase.epochs, initial_epoch=initial, verbose=0, callbacks=cbs,
+                          class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+    finally:
+        reporter.close()  # also when fit raised: no live bar left under the error line
+    return validate.last if validate is not None else None
 
 
 def _resume_command(config: TrainConfig, out: str) -> str:
