@@ -15,54 +15,23 @@ from imgclass_cli.config import (
 )
 from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.model.backbones import check_image_size, get_backbone, is_backbone, min_image_size  # noqa: F401
+from imgclass_cli.model.layers import CUSTOM_OBJECTS, BackbonePreprocess, SmoothedSparseCrossentropy, TemperatureSoftmax  # noqa: F401
 
 tf()
 _keras = keras()
 
-# Layer names other modules find layers by (feature cache, phases, export): the model's public interface.
-RESIZE_LAYER = "resize"
-PREPROCESS_LAYER = "preprocess"
-BACKBONE_LAYER = "backbone"
-POOL_LAYER = "pool"
-DROPOUT_LAYER = "dropout"
-CLASSIFIER_LAYER = "classifier"
+# Names of the parts, for people reading model.summary(); code finds the parts by structure (model/parts.py).
+RESIZE_LAYER, PREPROCESS_LAYER, BACKBONE_LAYER, POOL_LAYER = "resize", "preprocess", "backbone", "pool"
+DROPOUT_LAYER, CLASSIFIER_LAYER, SOFTMAX_LAYER = "dropout", "classifier", "probabilities"
 
 
-@_keras.saving.register_keras_serializable(package="imgclass")
-class BackbonePreprocess(_keras.layers.Layer):
-    """The backbone's own preprocess_input as a serializable layer, so saved models take raw 0-255 RGB."""
-
-    def __init__(self, backbone: str, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-
-    def call(self, x):
-        return get_backbone(self.backbone).preprocess(x)
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": self.backbone}
-
-
-@_keras.saving.register_keras_serializable(package="imgclass")
-class SmoothedSparseCrossentropy(_keras.losses.Loss):
-    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no label_smoothing)."""
-
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0, name="smoothed_sparse_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.num_classes = num_classes
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        ops = _keras.ops
-        y = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
-        return _keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {"num_classes": self.num_classes, "label_smoothing": self.label_smoothing, "name": self.name}
-
-
-CUSTOM_OBJECTS = {"imgclass>BackbonePreprocess": BackbonePreprocess,
-                  "imgclass>SmoothedSparseCrossentropy": SmoothedSparseCrossentropy}
+def _head(x, num_classes: int, dropout: float | None):
+    """pooled features -> [dropout] -> logits -> softmax with temperature."""
+    L = _keras.layers
+    if dropout is not None:
+        x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
+    x = L.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
+    return TemperatureSoftmax(name=SOFTMAX_LAYER)(x)
 
 
 def keras_cache_dir() -> str:
@@ -109,10 +78,11 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
         if not os.path.exists(model_path):
             raise ImgclassError(f"--weights {path}: a folder must be an imgclass run directory (no model.keras in it)")
         source = load_model(model_path)
-        try:
-            src = source.get_layer(BACKBONE_LAYER)
-        except ValueError:
-            raise ImgclassError(f"--weights {path}: that run has no backbone (was it a scratch CNN?)") from None
+        from imgclass_cli.model.parts import parts
+
+        src = parts(source).backbone
+        if src is None:
+            raise ImgclassError(f"--weights {path}: that run has no backbone (was it a scratch CNN?)")
         if src.count_params() != base.count_params():
             raise ImgclassError(f"--weights {path}: its backbone does not match {name} (different architecture)")
         base.set_weights(src.get_weights())
@@ -156,26 +126,22 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
                 layer.momentum = min(layer.momentum, 0.9)
     x = base(x, training=None if trainable_backbone else False)
     x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
-    x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
-    return _keras.Model(inputs, outputs, name=f"imgclass_{spec.name}")
+    return _keras.Model(inputs, _head(x, num_classes, dropout), name=f"imgclass_{spec.name}")
 
 
 def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int, dropout: float):
     """finetune --weights RUN of a scratch CNN: its layers up to its pooling (or flatten) layer, frozen and in
     inference mode, become the backbone; a new head on top. The scratch `cnn` learns features that transfer
     (bench/fmnist_transfer.py)."""
+    from imgclass_cli.model.parts import parts
+
     L = _keras.layers
     source = load_model(os.path.join(run_path, files.MODEL))
-    cut = next((layer for layer in reversed(source.layers)
-                if isinstance(layer, (L.GlobalAveragePooling2D, L.Flatten))), None)
     try:
-        start = source.get_layer("rescale")
-    except ValueError:
-        start = None
-    if cut is None or start is None:
-        raise ImgclassError(f"--weights {run_path}: its {arch} model has no rescale or pooling layer to cut at; "
-                            "was it written by another imgclass version?")
+        src = parts(source)
+    except ImgclassError as e:
+        raise ImgclassError(f"--weights {run_path}: {e.message}; was it written by another imgclass version?") from None
+    start, cut = src.preprocess, src.pool
     source_size = int(start.output.shape[1])
     if source_size != image_size:
         raise ImgclassError(f"--image-size {image_size}: a {arch} backbone from {run_path} runs at its own size "
@@ -186,31 +152,25 @@ def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int,
     x = L.Rescaling(1.0 / 255, name=PREPROCESS_LAYER)(x)
     x = base(x, training=False)
     x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
-    x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
-    return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}_transfer")
+    return _keras.Model(inputs, _head(x, num_classes, dropout), name=f"imgclass_{arch.replace('-', '_')}_transfer")
 
 
 def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
     L = _keras.layers
     inputs, x = _input_and_resize(image_size)
-    x = L.Rescaling(1.0 / 255, name="rescale")(x)
+    x = L.Rescaling(1.0 / 255, name=PREPROCESS_LAYER)(x)
     if arch == "simple-cnn":
         # The seed project's network: three conv/pool blocks, flatten, dense.
         for filters in (32, 64, 128):
             x = L.Conv2D(filters, 3, activation="relu")(x)
             x = L.MaxPooling2D()(x)
-        x = L.Flatten()(x)
+        x = L.Flatten(name=POOL_LAYER)(x)
         x = L.Dense(128, activation="relu")(x)
-        x = L.Dropout(0.5)(x)
+        return _keras.Model(inputs, _head(x, num_classes, 0.5), name="imgclass_simple_cnn")
     else:
-        # Default: four conv blocks doubling the width (32..256), pooling between them, global pooling instead
-        # of a huge dense layer. One conv per block (about 10 M multiply-adds for a 28 px image, against about 38 M
-        # with two per block) is what fits the seed's time budget on 2 CPU cores (bench/fmnist_scratch_vs_seed000.py).
-        # BatchNorm in blocks 2-4, not in the first: at full resolution TensorFlow's CPU BatchNorm runs on one core;
-        # without it a step takes 8-13% less CPU (bench/cnn_first_block.py) and a Fashion-MNIST epoch 53.1 s instead
-        # of 59.0 s, for no measured accuracy (6 epochs 0.9301 without, 0.9314 with; hymenoptera, 4 seeds, 0.732
-        # without, 0.740 with: within one standard error).
+        # Default: four conv blocks doubling the width (32..256), pooling between them, global pooling instead of a
+        # large dense layer. One conv per block, and no BatchNorm in the first (TensorFlow's CPU BatchNorm runs on
+        # one core at full resolution), keep it within the seed recipe's time on 2 cores (docs/benchmarks.md).
         for i, filters in enumerate((32, 64, 128, 256)):
             if i == 0:
                 x = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
@@ -220,10 +180,8 @@ def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
                 x = L.Activation("relu")(x)
             if i < 3:
                 x = L.MaxPooling2D()(x)
-        x = L.GlobalAveragePooling2D()(x)
-        x = L.Dropout(dropout)(x)
-    outputs = L.Dense(num_classes, activation="softmax", name=CLASSIFIER_LAYER)(x)
-    return _keras.Model(inputs, outputs, name=f"imgclass_{arch.replace('-', '_')}")
+        x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
+    return _keras.Model(inputs, _head(x, num_classes, dropout), name="imgclass_cnn")
 
 
 def typical_size(paths: list, sample: int = 64, longer_side=None) -> int | None:

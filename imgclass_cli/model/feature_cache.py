@@ -21,7 +21,7 @@ import numpy as np
 from imgclass_cli import fs
 from imgclass_cli._tf import keras, tf, without_autotune
 from imgclass_cli import config
-from imgclass_cli.model.build import CLASSIFIER_LAYER, DROPOUT_LAYER, POOL_LAYER, PREPROCESS_LAYER
+from imgclass_cli.model.parts import parts
 
 
 @dataclass
@@ -172,27 +172,29 @@ def dataset(cache: FeatureCache, batch_size: int, seed: int, *, shuffle: bool):
 def head_model(model, inputs_like, top=None):
     """The trainable part of `model` as its own model, sharing its layers (and so its weights).
 
-    Phase 1 (top is None): pooled features -> dropout -> classifier.
-    Phase 2: activations of the last frozen layer -> unfrozen top of the backbone -> pool -> dropout -> classifier.
+    Phase 1 (top is None): pooled features -> head (dropout, classifier, softmax).
+    Phase 2: activations of the last frozen layer -> unfrozen top of the backbone -> pool -> head.
     """
     K = keras()
+    p = parts(model)
     inputs = [K.Input(shape=tuple(s), name=f"cached_{i}") for i, s in enumerate(inputs_like)]
     x = inputs if len(inputs) > 1 else inputs[0]
     if top is not None:
         x = top(x, training=False)  # like the backbone inside the full model: BatchNorm in inference mode
-        x = model.get_layer(POOL_LAYER)(x)
-    x = model.get_layer(DROPOUT_LAYER)(x)
-    out = model.get_layer(CLASSIFIER_LAYER)(x)
-    return K.Model(inputs if len(inputs) > 1 else inputs[0], out, name="cached_head")
+        x = p.pool(x)
+    for layer in (*p.head, p.classifier, p.softmax):
+        x = layer(x)
+    return K.Model(inputs if len(inputs) > 1 else inputs[0], x, name="cached_head")
 
 
 def frozen_part(model, trunk=None):
     """A function raw images -> what the cache stores: pooled features (phase 1) or the trunk's activations."""
     K = keras()
+    p = parts(model)
     if trunk is None:
-        extractor = K.Model(model.inputs, model.get_layer(POOL_LAYER).output)
+        extractor = K.Model(model.inputs, p.pool.output)
     else:
-        pre = K.Model(model.inputs, model.get_layer(PREPROCESS_LAYER).output)
+        pre = K.Model(model.inputs, p.preprocess.output)
 
         def extractor(x, training=False):
             return trunk(pre(x, training=False), training=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from imgclass_cli._tf import keras
 from imgclass_cli.errors import ImgclassError
-from imgclass_cli.model.build import BACKBONE_LAYER
+from imgclass_cli.model.parts import parts
 
 
 def _has_weights(layer) -> bool:
@@ -47,7 +47,7 @@ def unfrozen_layers(backbone, unfreeze: int = 0, unfreeze_from: str | None = Non
 
 def set_phase(model, phase: int, unfreeze: int = 0, unfreeze_from: str | None = None):
     """Set trainable flags for phase 1 or 2 and return the list of backbone layers that train."""
-    base = model.get_layer(BACKBONE_LAYER)
+    base = parts(model).backbone
     if phase == 1:
         base.trainable = False
         return []

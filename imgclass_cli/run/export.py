@@ -24,7 +24,7 @@ from imgclass_cli._tf import quiet_native_stderr
 from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
 from imgclass_cli.data import dataset
 from imgclass_cli.errors import GateFailed, ImgclassError, first_line
-from imgclass_cli.model.build import RESIZE_LAYER
+from imgclass_cli.model.parts import parts
 from imgclass_cli.run import predictors, rundir
 REPRESENTATIVE_IMAGES = 200  # int8 calibration: enough to settle activation ranges, a few seconds to run
 
@@ -129,11 +129,7 @@ def serving_model(model):
     """The run's model from its Resizing layer's output on: input (None, size, size, 3) float32 0-255."""
     from imgclass_cli._tf import keras
 
-    try:
-        resize = model.get_layer(RESIZE_LAYER)
-    except ValueError:
-        raise ImgclassError("this model has no 'resize' layer; it was not built by imgclass") from None
-    return keras().Model(resize.output, model.output, name=f"{model.name}_serving")
+    return keras().Model(parts(model).resize.output, model.output, name=f"{model.name}_serving")
 
 
 def write_savedmodel(model, image_size: int, path: str) -> None:

@@ -25,6 +25,7 @@ from imgclass_cli.config import (
 from imgclass_cli.data import dataset, pipeline, tfrecord, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
+from imgclass_cli.model.parts import parts
 from imgclass_cli.report import plots
 from imgclass_cli.report.metrics import Report, compute_report
 from imgclass_cli.run import checkpoints as ckpt
@@ -461,7 +462,7 @@ def plan_phases(model, config: TrainConfig) -> tuple[list[Phase], list]:
     top_layers = []
     finetune = config.command == "finetune"
     if finetune and (config.unfreeze or config.unfreeze_from) and config.finetune_epochs > 0:
-        top_layers = phases.unfrozen_layers(model.get_layer(build.BACKBONE_LAYER), config.unfreeze,
+        top_layers = phases.unfrozen_layers(parts(model).backbone, config.unfreeze,
                                             config.unfreeze_from)
         phases.set_phase(model, 2, config.unfreeze, config.unfreeze_from)  # validates the choice early
         phases.set_phase(model, 1)
@@ -481,10 +482,10 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     if not (config.command == "finetune" and config.cache):
         data.images = {}  # the datasets hold the pixels now: at the 2 GB cache limit, not twice
         return FitData(model, train_ds, val_ds, None, [])
-    base = model.get_layer(build.BACKBONE_LAYER)
+    base = parts(model).backbone
     trunk, top = feature_cache.split_backbone(base, top_layers) if top_layers else (None, None)
     fn = feature_cache.frozen_part(model, trunk)
-    outputs = trunk.outputs if trunk is not None else [model.get_layer(build.POOL_LAYER).output]
+    outputs = trunk.outputs if trunk is not None else [parts(model).pool.output]
     shapes = [tuple(int(d) for d in t.shape[1:]) for t in outputs]
     plain = dataclasses.replace(spec, augment=Augment.none)
     views = max(1, config.aug_views) if config.augment != Augment.none else 1
@@ -561,7 +562,7 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
 
 def _phase2_text(model, config: TrainConfig, trainable: list, learning_rate: float) -> str:
     """What --unfreeze N does, counted as the user counted: N layers from the top, some of which do not train."""
-    top = phases.unfrozen_layers(model.get_layer(build.BACKBONE_LAYER), config.unfreeze, config.unfreeze_from)
+    top = phases.unfrozen_layers(parts(model).backbone, config.unfreeze, config.unfreeze_from)
     bn = sum(1 for layer in top if phases.is_batchnorm(layer))
     rest = len(top) - len(trainable) - bn
     return (f"head + the top {len(top)} backbone layers at lr {learning_rate:g}: {len(trainable)} train, "
