@@ -282,9 +282,10 @@ def test_disk_full_while_prepare_writes_removes_the_staged_folder(runner, data_d
 @pytest.mark.skipif(not shutil.which("jq"), reason="jq not installed")
 def test_guide_move_pipeline_is_safe_for_spaces_newlines_and_dot_git(runner, trained_run, test_dir, tmp_path,
                                                                      monkeypatch):
-    readme = open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8").read()
-    assert "awk -F," not in readme  # the unsafe example is gone
-    documented = next(line for line in readme.splitlines() if "xargs -0" in line and "jq -j" in line)
+    guide = open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8").read()
+    assert "awk -F," not in guide  # the unsafe example is gone
+    documented = next(line for line in guide.splitlines()
+                      if line.startswith("imgclass predict") and "xargs -0" in line and "jq -j" in line)
     monkeypatch.chdir(tmp_path)
     os.makedirs(".git")
     open(".git/HEAD", "w").write("ref: refs/heads/main\n")
