@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.imgclass-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
+
+# docs/cli.md, the command reference, from the Typer app (tests/test_docs.py fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python tools/gen_cli_docs.py
 
 clean:
 	rm -rf demo runs

@@ -34,14 +34,17 @@ def test_version(runner):
     assert r.exit_code == 0 and r.stdout.startswith("imgclass ")
 
 
-def test_every_command_is_documented_in_readme():
+def test_every_command_is_in_the_readme_table_and_the_reference():
     import typer
 
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    root = os.path.join(os.path.dirname(__file__), "..")
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    reference = open(os.path.join(root, "docs", "cli.md"), encoding="utf-8").read()
     commands = sorted(typer.main.get_command(app).commands)
     assert {"prepare", "train", "finetune", "evaluate", "predict", "export", "backbones"} <= set(commands)
     for cmd in commands:
-        assert f"### `imgclass {cmd}" in readme, f"imgclass {cmd} has no section in README.md"
+        assert f"| [`imgclass {cmd}`](docs/cli.md#imgclass-{cmd}) |" in readme, f"imgclass {cmd}: no row in README.md"
+        assert f"\n## imgclass {cmd}\n" in reference, f"imgclass {cmd}: not in docs/cli.md (run make docs)"
 
 
 def test_train_writes_a_complete_run_directory(trained_run):

@@ -1,4 +1,4 @@
-"""The machine-readable contract: metrics.json keys (pinned, and documented in the README), evaluate csv,
+"""The machine-readable contract: metrics.json keys (pinned, and documented in docs/guide.md), evaluate csv,
 misclassified.csv, the PNGs, predict csv/jsonl schemas, stdin, error rows, env vars, NO_COLOR and plain output."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from tests.conftest import COLOURS, make_class_folders
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+GUIDE = os.path.join(os.path.dirname(__file__), "..", "docs", "guide.md")
 
-# The stable schema of metrics.json (README "metrics.json"). Changing it is a breaking change for every CI job
-# that reads the file: update the README table, this test and the changelog together.
+# The stable schema of metrics.json (docs/guide.md "metrics.json"). Changing it is a breaking change for every CI job
+# that reads the file: update the guide's table, this test and the changelog together.
 METRICS_TOP_LEVEL = {
     "run", "data", "split", "class_names", "num_samples",
     "accuracy", "balanced_accuracy",
@@ -46,8 +47,8 @@ def test_metrics_json_keys_are_pinned(runner, trained_run, test_dir, tmp_path):
         assert isinstance(report[key], float) and 0.0 <= report[key] <= 1.0, key
 
 
-def test_readme_documents_every_metrics_key():
-    text = open(README, encoding="utf-8").read()
+def test_guide_documents_every_metrics_key():
+    text = open(GUIDE, encoding="utf-8").read()
     section = text.split("### `metrics.json`", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = {key for line in rows for key in re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])}

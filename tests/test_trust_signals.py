@@ -1,5 +1,5 @@
 """Issue 9, part B: hostile names reach a person escaped (and machines exactly), SIGINT/SIGTERM checkpoint at a safe
-point (exit 130/143, resumable), a full disk is one `Error:` line with nothing partial left, and the README's
+point (exit 130/143, resumable), a full disk is one `Error:` line with nothing partial left, and the guide's
 pipelines are safe for any file name."""
 
 from __future__ import annotations
@@ -276,15 +276,16 @@ def test_disk_full_while_prepare_writes_removes_the_staged_folder(runner, data_d
     assert os.listdir(tmp_path) == [] and _checksums(data_dir) == before
 
 
-# --- 13: the README's pipelines are safe for any file name ------------------------------------------------------
+# --- 13: the guide's pipelines are safe for any file name -------------------------------------------------------
 
 
 @pytest.mark.skipif(not shutil.which("jq"), reason="jq not installed")
-def test_readme_move_pipeline_is_safe_for_spaces_newlines_and_dot_git(runner, trained_run, test_dir, tmp_path,
-                                                                      monkeypatch):
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert "awk -F," not in readme  # the unsafe example is gone
-    documented = next(line for line in readme.splitlines() if "xargs -0" in line and "jq -j" in line)
+def test_guide_move_pipeline_is_safe_for_spaces_newlines_and_dot_git(runner, trained_run, test_dir, tmp_path,
+                                                                     monkeypatch):
+    guide = open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8").read()
+    assert "awk -F," not in guide  # the unsafe example is gone
+    documented = next(line for line in guide.splitlines()
+                      if line.startswith("imgclass predict") and "xargs -0" in line and "jq -j" in line)
     monkeypatch.chdir(tmp_path)
     os.makedirs(".git")
     open(".git/HEAD", "w").write("ref: refs/heads/main\n")
