@@ -27,7 +27,7 @@ echo "::endgroup::"
 # Evaluate on the held-out split; the metrics, misclassified.csv and confusion_matrix.png land in $OUT/eval.
 # A failing gate stops the job here (set -e) with exit code 3 and one line saying which metric fell short.
 echo "::group::evaluate"
-imgclass evaluate "$RUN" "$DATA" --format json --output "$OUT/eval/metrics.json" --fail-under "$GATE" \
+imgclass evaluate "$RUN" "$DATA" --format json --out "$OUT/eval/metrics.json" --fail-under "$GATE" \
   > "$OUT/eval/stdout.json"
 python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print("accuracy %.4f  f1_macro %.4f" % (m["accuracy"], m["f1_macro"]))' \
   "$OUT/eval/metrics.json"

@@ -1,4 +1,4 @@
-"""Project exceptions and the exit codes they map to (documented in the README)."""
+"""Project exceptions and the exit codes they map to (documented in docs/safety.md)."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran and failed (unexpected error, --strict prediction errors)

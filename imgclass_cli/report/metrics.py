@@ -1,4 +1,4 @@
-"""scikit-learn metrics -> a Report with stable, documented keys (see README, 'metrics.json')."""
+"""scikit-learn metrics -> a Report with stable, documented keys (docs/guide.md, 'metrics.json')."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from imgclass_cli.config import COLLECTIVE_TIMEOUT_SECONDS, Strategy, TrainConfi
 from imgclass_cli.errors import ImgclassError, first_line
 
 TIMEOUT_ENV = "IMGCLASS_COLLECTIVE_TIMEOUT"
-_SEE = "see README, Scaling out"
+_SEE = "see docs/scaling.md"
 
 
 @dataclass

@@ -78,7 +78,7 @@ def check_evaluate_outputs(folder: str, files: list[str]) -> None:
     for path in files:
         if os.path.lexists(path) and os.path.basename(path) not in mine:
             raise ImgclassError(f"{path}: exists and was not written by imgclass; refusing to overwrite it "
-                                "(choose another --output folder or move the file away)")
+                                "(choose another --out folder or move the file away)")
 
 
 def _no_stage(description, total=None, unit="images"):
