@@ -19,9 +19,9 @@ def tf():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # TensorFlow's oneDNN kernels are off by default on CPUs without AVX-512 (most laptops, this project's 2-core
-    # AVX2 machine), where they cut the CPU time of a training step by a third (bench/onednn.py). On unless the
-    # user set the variable (TF_ENABLE_ONEDNN_OPTS=0 turns them off); it must be set before TensorFlow loads.
+    # TensorFlow leaves its oneDNN kernels off on many CPUs (those without AVX-512), where they cut the CPU time of a
+    # training step by a third (bench/onednn.py). On unless the user set the variable (TF_ENABLE_ONEDNN_OPTS=0
+    # turns them off); it must be set before TensorFlow loads.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", ONEDNN_DEFAULT)
     if _DEBUG:
         import tensorflow

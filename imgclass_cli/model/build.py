@@ -55,7 +55,7 @@ def build_backbone(name: str, image_size: int, weights: str):
             base = spec.build(image_size, "imagenet")
         except Exception as e:  # download failures surface as several exception types
             if "fetch" in str(e).lower() or "url" in str(e).lower() or isinstance(e, OSError):
-                # Not "--weights none" as an equal choice: a frozen random backbone learns nothing (issue 10).
+                # Not "--weights none" as an equal choice: a frozen random backbone learns nothing.
                 raise ImgclassError(
                     f"could not download the ImageNet weights of {spec.name} (offline?); pass --weights PATH with a "
                     f"local weights file or pre-fill the Keras cache {keras_cache_dir()}; without pretrained "
