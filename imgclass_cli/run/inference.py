@@ -57,7 +57,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None
     gate_list = gates.parse(config.fail_under, rundir.read_info(run_path).class_names, fail_under_source) \
         if config.fail_under is not None else []
     target = config.out or os.path.join(run_path, files.METRICS)
-    folder = os.path.dirname(os.path.abspath(target))
+    folder = os.path.dirname(target) or "."  # as the user gave it: the files are named the same way
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
     ev = evaluate(run_path, data_path, config, warn=warn, stage=stage)
     report = ev.report.to_dict()
