@@ -196,10 +196,14 @@ class TFLitePredictor:
     """A TFLite interpreter with a batch dimension that follows the input (resized only when it changes)."""
 
     def __init__(self, path: str, class_names: list[str], image_size: int | None = None, num_threads: int | None = None):
+        from imgclass_cli.run import tflitefile
+
+        # From checked bytes, not the path: the interpreter verifies a buffer it is given, never a file it maps.
+        self.content = tflitefile.read(path)
         try:
             with quiet_native_stderr():
-                self.interp = interpreter_class()(model_path=path, num_threads=num_threads or os.cpu_count())
-        except ValueError as e:
+                self.interp = interpreter_class()(model_content=self.content, num_threads=num_threads or os.cpu_count())
+        except (ValueError, RuntimeError) as e:
             raise ImgclassError(f"{path}: not a TFLite model ({first_line(e)})") from None
         # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.
         names = sorted({d["op_name"] for d in getattr(self.interp, "_get_ops_details", list)()})
