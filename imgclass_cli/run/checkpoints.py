@@ -20,7 +20,7 @@ import numpy as np
 from imgclass_cli import files, fs, interrupts
 from imgclass_cli._tf import keras
 from imgclass_cli.config import TrainConfig
-from imgclass_cli.errors import ImgclassError
+from imgclass_cli.errors import ImgclassError, first_line
 
 
 
@@ -56,9 +56,8 @@ def read_state(folder: str) -> dict:
     exit 2 naming the file and the field; its "out" (where the run was) is ignored."""
     path = os.path.join(folder, files.STATE)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raw = fs.read_json(path)
+    except (OSError, ValueError) as e:
         raise ImgclassError(f"{path}: cannot read the checkpoint state ({e})") from None
 
     def bad(field: str):
@@ -70,6 +69,8 @@ def read_state(folder: str) -> dict:
     phase, epoch, history = raw.get("phase"), raw.get("epoch"), raw.get("history")
     if type(phase) is not int or phase not in (1, 2):
         raise bad("phase")
+    if type(config.epochs) is not int or type(config.batch_size) is not int:  # a checkpoint's run had resolved both
+        raise bad("config.epochs" if type(config.epochs) is not int else "config.batch_size")
     limit = config.epochs if phase == 1 else config.finetune_epochs
     if type(epoch) is not int or not 0 <= epoch <= limit:
         raise bad("epoch")
@@ -104,9 +105,43 @@ def save(folder: str, model, optimizer, state: dict) -> None:
     fs.write_files_atomic(blobs)
 
 
+def read_arrays(path: str, expected: list[tuple[tuple, object]]) -> list[np.ndarray]:
+    """The arrays of a checkpoint's .npz file (untrusted), checked against the (shape, dtype) list the model or
+    optimizer holds: the shapes are read from each member's header before its data, so a crafted header cannot size
+    an allocation. Anything else than those arrays is exit 2 naming the file."""
+    import zipfile
+
+    def bad(why: str):
+        return ImgclassError(f"{path}: {why}; the checkpoint cannot be resumed (start over with --force)")
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [f"arr_{i}.npy" for i in range(len(expected))]
+            if sorted(z.namelist()) != sorted(names):
+                raise bad(f"holds {len(z.namelist())} arrays, expected {len(expected)}")
+            arrays = []
+            for name, (shape, dtype) in zip(names, expected):
+                with z.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                              else np.lib.format.read_array_header_2_0)(f)
+                    if tuple(header[0]) != tuple(shape) or np.dtype(header[2]) != np.dtype(dtype):
+                        raise bad(f"array {name} is {header[2]} {tuple(header[0])}, expected {np.dtype(dtype)} "
+                                  f"{tuple(shape)}")
+                with z.open(name) as f:
+                    arrays.append(np.lib.format.read_array(f, allow_pickle=False))
+    except ImgclassError:
+        raise
+    except OSError as e:
+        raise bad(f"cannot read it ({e.strerror or e})") from None
+    except (ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as e:
+        raise bad(f"not a complete checkpoint file ({first_line(e)})") from None
+    return arrays
+
+
 def load_weights(folder: str, model) -> None:
-    with np.load(os.path.join(folder, files.WEIGHTS)) as saved:
-        model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    expected = [(tuple(w.shape), w.dtype) for w in model.get_weights()]
+    model.set_weights(read_arrays(os.path.join(folder, files.WEIGHTS), expected))
 
 
 def restore_optimizer(folder: str, optimizer, variables) -> bool:
@@ -114,10 +149,8 @@ def restore_optimizer(folder: str, optimizer, variables) -> bool:
     if not os.path.exists(path):
         return False
     optimizer.build(variables)
-    saved = np.load(path)
-    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(optimizer.variables):
-        return False
+    values = read_arrays(path, [(tuple(v.shape), np.dtype(getattr(v.dtype, "as_numpy_dtype", v.dtype)))
+                                for v in optimizer.variables])
     for var, value in zip(optimizer.variables, values):
         var.assign(value)
     return True

@@ -10,7 +10,6 @@ the Keras model of the run and to the export and compares their top-1 prediction
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import random
 import shutil
@@ -65,8 +64,7 @@ def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
     root = info.extra.get("data", "")
     if not os.path.exists(split_file):
         raise ImgclassError(f"{info.path}: no {files.SPLIT}; pass --data FOLDER with images to use")
-    with open(split_file, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = rundir.read_split(split_file)
     records = None
     if root and dataset.is_tfrecord(root):  # the run trained on a TFRecord folder: its images are records there
         records = {s.path: s for s in dataset.records(root)}

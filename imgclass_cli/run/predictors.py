@@ -62,7 +62,7 @@ def _read_export_info(path: str) -> dict:
     meta = rundir.read_json(source)
     if not isinstance(meta, dict):
         raise ImgclassError(f"{source}: not an imgclass export description (a JSON object)")
-    if meta.get("format") not in {f.value for f in ExportFormat}:
+    if not isinstance(meta.get("format"), str) or meta["format"] not in {f.value for f in ExportFormat}:
         raise ImgclassError(f"{source}: field format is missing or invalid ({meta.get('format')!r:.40})")
     size = meta.get("image_size")
     if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
@@ -205,6 +205,17 @@ class TFLitePredictor:
                 self.interp = interpreter_class()(model_content=self.content, num_threads=num_threads or os.cpu_count())
         except (ValueError, RuntimeError) as e:
             raise ImgclassError(f"{path}: not a TFLite model ({first_line(e)})") from None
+        try:  # the details of a corrupt model: names that are not UTF-8, tensors without a shape
+            self._check_model(path, image_size, class_names)
+        except (ValueError, RuntimeError, UnicodeDecodeError, IndexError) as e:
+            raise ImgclassError(f"{path}: not a TFLite model imgclass can run ({first_line(e)})") from None
+        self.class_names = class_names
+        self.batch = None
+
+    def _check_model(self, path: str, image_size: int | None, class_names: list[str]) -> None:
+        """Builtin ops only, one (batch, size, size, 3) input of at most MAX_IMAGE_SIZE, one output per class."""
+        from imgclass_cli.config import MAX_IMAGE_SIZE
+
         # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.
         names = sorted({d["op_name"] for d in getattr(self.interp, "_get_ops_details", list)()})
         foreign = [n for n in names if not (n.replace("_", "").isalnum() and n.isupper())]
@@ -214,17 +225,18 @@ class TFLitePredictor:
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
         shape = self.input["shape_signature"]
-        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] <= 0:
-            raise ImgclassError(f"{path}: expected an input of shape (batch, size, size, 3), found {list(shape)}")
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or not 0 < shape[1] <= MAX_IMAGE_SIZE:
+            raise ImgclassError(f"{path}: expected an input of shape (batch, size, size, 3) with a size of at most "
+                                f"{MAX_IMAGE_SIZE}, found {list(shape)}")
         self.image_size = int(shape[1])
         if image_size is not None and image_size != self.image_size:
             raise ImgclassError(f"{path}: input size {self.image_size} differs from export.json's {image_size}")
-        self.class_names = class_names
         n_out = int(self.output["shape_signature"][-1])
         if n_out != len(class_names):
             raise ImgclassError(f"{path}: the model has {n_out} outputs but the labels file names {len(class_names)} classes")
-        self.fixed_batch = int(shape[0]) if shape[0] > 0 else None
-        self.batch = None
+        self.fixed_batch = int(shape[0]) if 0 < shape[0] <= 2**16 else None
+        with quiet_native_stderr():  # the tensors of one batch: a model that cannot allocate fails here, not mid-run
+            self.interp.allocate_tensors()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.batch != len(x):
