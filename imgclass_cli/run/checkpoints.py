@@ -79,7 +79,41 @@ def read_state(folder: str) -> dict:
     for i, row in enumerate(history):
         if not isinstance(row, dict) or not all(isinstance(k, str) and type(v) in (int, float) for k, v in row.items()):
             raise bad(f"history[{i}]")
-    return {"config": config, "phase": phase, "epoch": epoch, "history": history}
+    rng = raw.get("rng")  # None: a checkpoint of an older imgclass, which did not save the generators
+    if rng is not None and not isinstance(rng, list) or len(rng) > MAX_RNG_STATES or not all(
+            isinstance(s, list) and len(s) <= 4 and all(type(x) is int and 0 <= x < 2**32 for x in s) for s in rng):
+        raise bad("rng")
+    iterations = raw.get("data_iterations", 0)
+    if type(iterations) is not int or not 0 <= iterations <= 4 * (config.epochs + config.finetune_epochs) + 4:
+        raise bad("data_iterations")  # iterators made over the training data: about two an epoch
+    return {"config": config, "phase": phase, "epoch": epoch, "history": history, "rng": rng,
+            "data_iterations": iterations}
+
+
+MAX_RNG_STATES = 10_000  # seed generators of a model and its augmentation: a few dozen at most
+
+
+def rng_variables(model, layers=()) -> list:
+    """The state of every random number generator training draws from, in a fixed order: the seed generators of
+    the model's layers (Dropout), which Keras keeps out of get_weights, then those of `layers` (the augmentation
+    mapped over the training data). Saved with every checkpoint so that a resumed run draws what the
+    uninterrupted run would have drawn."""
+    weights = {id(v) for v in model.weights}
+    found = [v for v in model.variables if id(v) not in weights]
+    for layer in layers:
+        found += [v for v in layer.variables if id(v) not in {id(w) for w in layer.weights}]
+    return found
+
+
+def restore_rng(folder: str, saved: list, variables: list) -> None:
+    """Set the generators rng_variables() lists to the states a checkpoint saved (exit 2 if they do not match)."""
+    if saved is None:
+        return
+    if len(saved) != len(variables) or any(len(s) != int(np.prod(v.shape)) for s, v in zip(saved, variables)):
+        raise ImgclassError(f"{os.path.join(folder, files.STATE)}: field rng holds {len(saved)} generator states, this "
+                            f"model and augmentation have {len(variables)}; the checkpoint cannot be resumed")
+    for value, var in zip(saved, variables):
+        var.assign(np.array(value, dtype=np.dtype(getattr(var.dtype, "as_numpy_dtype", var.dtype))).reshape(var.shape))
 
 
 def _npz(arrays: list) -> bytes:
@@ -88,7 +122,7 @@ def _npz(arrays: list) -> bytes:
     return buf.getvalue()
 
 
-def save(folder: str, model, optimizer, state: dict) -> None:
+def save(folder: str, model, optimizer, state: dict, rng: list = ()) -> None:
     """Weights of the full model, the optimizer's variables and where training stands.
 
     Serialized in memory first (plain NumPy, no HDF5 writer that can crash natively on a full disk), the free
@@ -101,6 +135,7 @@ def save(folder: str, model, optimizer, state: dict) -> None:
     blobs = {os.path.join(folder, files.WEIGHTS): _npz(model.get_weights())}
     if optimizer is not None and optimizer.built:
         blobs[os.path.join(folder, files.OPTIMIZER)] = _npz([v.numpy() for v in optimizer.variables])
+    state = {**state, "rng": [[int(x) for x in np.asarray(v.numpy()).ravel()] for v in rng]}
     blobs[os.path.join(folder, files.STATE)] = (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     fs.write_files_atomic(blobs)
 
