@@ -347,7 +347,14 @@ def make_owned_dir(path: str, kind: OutputKind) -> str:
         return path
     check_writable(os.path.dirname(os.path.abspath(path)))
     os.makedirs(path)
-    write_marker(path, kind, [])
+    try:
+        write_marker(path, kind, [])
+    except BaseException:  # a full disk: the folder just made stays empty and unmarked; rmdir removes only that
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+        raise
     return path
 
 

@@ -191,6 +191,33 @@ def restore_optimizer(folder: str, optimizer, variables) -> bool:
     return True
 
 
+def remove_unused(folder: str) -> None:
+    """A checkpoint folder no epoch was saved into (the run failed or was interrupted before its first epoch
+    ended) holds only its marker: remove it, through the ownership rule, so a failed run leaves nothing behind."""
+    if not os.path.lexists(os.path.join(folder, files.STATE)):
+        fs.remove_owned(folder, fs.CHECKPOINT)
+
+
+def check_not_interrupted(out: str, force: bool, resume_command: str) -> None:
+    """Before a new run on OUT: an interrupted run's checkpoint there is kept (a CI retry of the same command must
+    not throw hours of training away) unless --force says to start over; it is removed only through the ownership
+    rule."""
+    folder = checkpoint_dir(out)
+    if not os.path.lexists(os.path.join(folder, files.STATE)):
+        return
+    if not force:
+        try:
+            done = read_state(folder)
+            where = f" (phase {done['phase']}, {done['epoch']} epoch(s) done)"
+        except ImgclassError:
+            where = ""
+        raise ImgclassError(f"{out}: an interrupted run's checkpoint is in {folder}{where}; continue it with: "
+                            f"{resume_command}, or start over with --force")
+    if not fs.remove_owned(folder, fs.CHECKPOINT):
+        raise ImgclassError(f"{folder}: exists and is not an imgclass checkpoint holding only checkpoint files; "
+                            "move it away or choose another --out")
+
+
 def remove(folder: str) -> None:
     """Delete a finished run's checkpoint folder, only when it holds nothing but checkpoint files."""
     fs.remove_owned(folder, fs.CHECKPOINT)

@@ -120,6 +120,8 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
+    if not config.resume:
+        ckpt.check_not_interrupted(config.out, force, _resume_command(config, config.out))
     callbacks = list(callbacks or [])
     logdir = None
     if tensorboard:
@@ -162,7 +164,11 @@ def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks:
             config, callbacks = dataclasses.replace(config, out=out), []
         try:
             with fs.locked(out):
-                return _run(config, reporter, force, callbacks, dist, scanned, said)
+                try:
+                    return _run(config, reporter, force, callbacks, dist, scanned, said)
+                except BaseException:  # failed or interrupted before any epoch was saved: no marker-only folder
+                    ckpt.remove_unused(ckpt.checkpoint_dir(out))
+                    raise
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
@@ -756,7 +762,8 @@ def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict
     what = f"interrupted ({interrupts.signal_name(e)})"
     if position is None:
         if not os.path.exists(os.path.join(folder, files.STATE)):
-            return ImgclassError(f"{what}; nothing to resume yet", exit_code=interrupts.exit_code(e))
+            return ImgclassError(f"{what} before the first epoch ended; nothing to resume: run the same command again",
+                                 exit_code=interrupts.exit_code(e))
         position = ckpt.read_state(folder)
     return ImgclassError(f"{what}; checkpoint saved in {folder} (phase {position['phase']}, "
                          f"{position['epoch']} epoch(s) done); continue with: {_resume_command(config, out)}",
