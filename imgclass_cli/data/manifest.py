@@ -130,6 +130,9 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """A prepared folder's split to evaluate on: the given one, else test, else val."""
     rows, info = read(root)
     present = {r["split"] for r in rows if r["status"] == "ok"}
+    if not present:
+        raise ImgclassError(f"{os.path.join(root, files.MANIFEST)}: lists no usable image (no row with status ok); "
+                            "nothing to evaluate on (run imgclass prepare again?)")
     chosen = folders.SPLIT_ALIASES.get(split, split) if split else next((s for s in ("test", "val") if s in present), None)
     if chosen not in present:
         raise ImgclassError(f"{root}: the manifest has no {split or 'test or val'} images to evaluate on; "

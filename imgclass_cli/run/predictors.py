@@ -123,17 +123,26 @@ def _called(node) -> list[str]:
     return names
 
 
+MAX_GRAPH_BYTES = 2**31  # protobuf refuses a message over 2 GB
+
+
 def check_savedmodel_ops(path: str) -> None:
     """Refuse (exit 2, naming the op and the file) a SavedModel whose graph holds an op outside INFERENCE_OPS."""
+    from imgclass_cli._tf import tf
+
+    tf()  # imgclass's quiet import first: importing the protobuf module alone would load TensorFlow with its logs
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = os.path.join(path, "saved_model.pb")
     sm = saved_model_pb2.SavedModel()
     try:
+        if os.path.getsize(pb) > MAX_GRAPH_BYTES:
+            raise ImgclassError(f"{pb}: larger than {MAX_GRAPH_BYTES // 2**30} GB, protobuf's limit for a graph")
         with open(pb, "rb") as f:
             sm.ParseFromString(f.read())
-    except (OSError, ValueError, RuntimeError) as e:  # protobuf's DecodeError is a ValueError
-        raise ImgclassError(f"{pb}: cannot read the SavedModel graph ({e})") from None
+    except (OSError, ValueError, RuntimeError, DecodeError) as e:  # DecodeError: not a ValueError under upb
+        raise ImgclassError(f"{pb}: cannot read the SavedModel graph ({first_line(e)}; truncated or corrupt?)") from None
     for mg in sm.meta_graphs:
         library = {f.signature.name: f for f in mg.graph_def.library.function}
         saver_nodes = {mg.saver_def.save_tensor_name.split(":")[0].lstrip("^"), mg.saver_def.restore_op_name.split(":")[0]}
@@ -165,7 +174,8 @@ class SavedModelPredictor:
 
         check_savedmodel_ops(path)
         try:
-            self.fn = tf().saved_model.load(path).signatures["serving_default"]
+            with quiet_native_stderr():  # a corrupt variables file makes TensorFlow's C++ log to fd 2
+                self.fn = tf().saved_model.load(path).signatures["serving_default"]
         except Exception as e:
             raise ImgclassError(f"{path}: cannot load the SavedModel ({first_line(e)})") from None
         self.class_names, self.image_size = class_names, image_size

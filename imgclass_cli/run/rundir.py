@@ -87,8 +87,10 @@ def check_labels(names, source: str, field: str = "(the list)") -> list[str]:
 
     if not isinstance(names, list):
         raise bad("is not a list")
-    if not 2 <= len(names) <= MAX_CLASSES:
+    if len(names) < 2:
         raise bad(f"has {len(names)} class name(s), expected at least 2")
+    if len(names) > MAX_CLASSES:
+        raise bad(f"has {len(names)} class names, more than any model imgclass reads ({MAX_CLASSES:,})")
     seen = set()
     for i, n in enumerate(names):
         if not isinstance(n, str) or not n.strip():
