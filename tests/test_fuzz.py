@@ -33,7 +33,7 @@ RANDOM = 4  # files of random bytes per kind
 FLIPS = 8  # copies with a few bytes changed
 MEMORY_LIMIT = 64 * 2**20  # peak Python allocation of one case: a size read from the file must not size memory
 DEEP = 100_000
-MAX_CASES = 40  # per kind: the named structural cases and a seeded sample of the rest (the suite's time budget)
+MAX_CASES = 30  # per kind: the named structural cases and a seeded sample of the rest (the suite's time budget)
 WRONG = [None, True, -1, 0, 2**64, -(2**63), 1e308, -1e308, "", "x" * 300, "\x00", [], {}, [[[]]], {"a": {}}]
 
 
@@ -207,6 +207,7 @@ def _answer(reader, folder: str, name: str) -> str:
 SUMMARY: dict = {}
 
 
+@pytest.mark.slow  # a few seconds on an idle machine (the JSON and CSV cases of eleven kinds)
 def test_fuzz_every_file_read_without_native_code(inputs, tmp_path):
     readers = _readers(inputs)
     failures = []
@@ -229,3 +230,167 @@ def test_fuzz_every_file_read_without_native_code(inputs, tmp_path):
     finally:
         tracemalloc.stop()
     assert not failures, f"{len(failures)} case(s):\n" + "\n".join(failures[:40])
+
+
+def test_fuzz_checkpoint_arrays(tmp_path):
+    """weights.npz / optimizer.npz: the shapes come from each member's header, checked before its data is read."""
+    from imgclass_cli.run import checkpoints as ckpt
+
+    expected = [((3, 4), np.float32), ((4,), np.float32)]
+    path = str(tmp_path / files.WEIGHTS)
+    np.savez(path, np.ones((3, 4), np.float32), np.zeros(4, np.float32))
+    good = open(path, "rb").read()
+    assert [a.shape for a in ckpt.read_arrays(path, expected)] == [(3, 4), (4,)]
+    crafted = {"wrong shape": [np.ones((4, 3), np.float32), np.zeros(4, np.float32)],
+               "huge shape in the header": None, "wrong dtype": [np.ones((3, 4)), np.zeros(4)],
+               "one array": [np.ones((3, 4), np.float32)], "pickled object": [np.array([{}], dtype=object)] * 2}
+    counts = {"accepted": 0, "refused": 0}
+    tracemalloc.start()
+    try:
+        for what, data in mutations(good, seed=3) + [(k, None) for k in crafted]:
+            if data is None and crafted[what] is not None:
+                np.savez(path, *crafted[what])
+            elif data is None:  # a header claiming 2**40 floats over a few bytes of data
+                np.savez(path, np.ones((3, 4), np.float32), np.zeros(4, np.float32))
+                blob = open(path, "rb").read().replace(b"(4,)", b"(1099511627776,)".ljust(4))
+                open(path, "wb").write(blob)
+            else:
+                open(path, "wb").write(data)
+            counts[_answer(lambda p: ckpt.read_arrays(path, expected), str(tmp_path), files.WEIGHTS)] += 1
+    finally:
+        tracemalloc.stop()
+    SUMMARY["weights.npz / optimizer.npz"] = counts
+
+
+CHILD = textwrap.dedent('''
+    """The native parsers, fuzzed in a child process: TFLite's interpreter, protobuf (saved_model.pb), TensorFlow's
+    SavedModel loader and TFRecord reader, Keras' .keras loader. Prints CASE lines to stderr before each case (the
+    last one names a crash) and one JSON summary on stdout."""
+    import json, os, random, shutil, sys
+    from tests.test_fuzz import mutations
+    from imgclass_cli.errors import ImgclassError
+    from imgclass_cli._tf import tf
+    from imgclass_cli.run import predictors, rundir
+    from imgclass_cli.data import dataset, tfrecord
+    import numpy as np
+
+    run, tfr, work = sys.argv[1:4]
+    t = tf()
+    names = ["blue", "green", "red"]
+    summary, bad = {}, []
+
+    class Tiny(t.Module):
+        def __init__(self):
+            self.w = t.Variable(t.random.stateless_uniform([3, 3], seed=[1, 2]))
+
+        @t.function(input_signature=[t.TensorSpec([None, 32, 32, 3], t.float32, name="image")])
+        def serve(self, image):
+            return {"probabilities": t.nn.softmax(t.matmul(t.reduce_mean(image, axis=[1, 2]), self.w))}
+
+    tiny = Tiny()
+    conv = t.lite.TFLiteConverter.from_concrete_functions([tiny.serve.get_concrete_function()], tiny)
+    tflite = conv.convert()
+    sm = os.path.join(work, "sm")
+    t.saved_model.save(tiny, sm, signatures={"serving_default": tiny.serve})
+    x = np.zeros((2, 32, 32, 3), np.float32)
+
+    def case(kind, what, fn, names_file):
+        print("CASE", kind, what, file=sys.stderr, flush=True)
+        counts = summary.setdefault(kind, {"accepted": 0, "refused": 0})
+        try:
+            fn()
+            counts["accepted"] += 1
+        except ImgclassError as e:
+            if e.exit_code != 2 or "\\n" in e.message or names_file not in e.message:
+                bad.append(f"{kind}, {what}: {e.message[:200]}")
+            counts["refused"] += 1
+        except Exception as e:  # noqa: BLE001
+            bad.append(f"{kind}, {what}: {type(e).__name__}: {str(e)[:200]}")
+
+    path = os.path.join(work, "model.tflite")
+    for what, data in mutations(tflite, seed=11) + mutations(tflite, seed=12)[-8:]:
+        open(path, "wb").write(data)
+        case(".tflite", what, lambda: predictors.TFLitePredictor(path, names).predict(x), path)
+
+    pb = os.path.join(sm, "saved_model.pb")
+    good = open(pb, "rb").read()
+    for what, data in mutations(good, seed=13)[::3]:
+        open(pb, "wb").write(data)
+        case("SavedModel (saved_model.pb)", what, lambda: predictors.SavedModelPredictor(sm, names, 32).predict(x), sm)
+    open(pb, "wb").write(good)
+    var = os.path.join(sm, "variables", "variables.data-00000-of-00001")
+    good = open(var, "rb").read()
+    for what, data in mutations(good, seed=14)[::12]:
+        open(var, "wb").write(data)
+        case("SavedModel (variables)", what, lambda: predictors.SavedModelPredictor(sm, names, 32).predict(x), sm)
+
+    folder = os.path.join(work, "tfrecord")
+    shutil.copytree(tfr, folder)
+    shard = os.path.join(folder, "train-00000-of-00001.tfrecord")
+    good = open(shard, "rb").read()
+    for what, data in mutations(good, seed=15)[::4]:
+        open(shard, "wb").write(data)
+        case("TFRecord shard", what, lambda: list(tfrecord.iter_contents(dataset.records(folder))), folder)
+
+    copy = os.path.join(work, "run")
+    shutil.copytree(run, copy)
+    model = os.path.join(copy, "model.keras")
+    good = open(model, "rb").read()
+    for what, data in mutations(good, seed=16)[::12]:
+        open(model, "wb").write(data)
+        case("model.keras (load)", what, lambda: rundir.load(copy), model)
+    print(json.dumps({"summary": summary, "bad": bad}))
+''')
+
+
+@pytest.mark.slow
+def test_fuzz_native_parsers_in_a_child_process(inputs, tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, inputs["run"], inputs["tfrecord"], str(tmp_path)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    cases = [line for line in proc.stderr.splitlines() if line.startswith("CASE")]
+    assert proc.returncode == 0, f"exit {proc.returncode} at {cases[-1] if cases else 'start'}: {proc.stderr[-2000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["bad"], "\n".join(result["bad"][:40])
+    SUMMARY.update(result["summary"])
+
+
+def test_fuzzed_files_through_the_cli_are_one_error_line_and_nothing_on_stdout(inputs, runner, tmp_path, test_dir):
+    """The whole command on a few of the cases: exit 2, one `Error:` line naming the file, stdout untouched (the
+    model loads before predict's CSV header)."""
+    from imgclass_cli.run import checkpoints as ckpt
+
+    red = os.path.join(test_dir, "red")
+    run = str(tmp_path / "run")
+    shutil.copytree(inputs["run"], run)
+    export = str(tmp_path / "export")
+    shutil.copytree(inputs["export"], export)
+    open(os.path.join(export, "model.tflite"), "wb").write(b"\x1c\0\0\0TFL3" + bytes(1990))  # `head -c 2000`
+    deep = str(tmp_path / "deep")
+    shutil.copytree(inputs["run"], deep)
+    open(os.path.join(deep, files.LABELS), "w").write("[" * DEEP + "]" * DEEP)
+    resume = str(tmp_path / ".interrupted.checkpoint")
+    shutil.copytree(inputs["checkpoint"], resume)
+    open(os.path.join(resume, files.STATE), "w").write('{"config": {"epochs": 1e999}}')
+    cases = [
+        (["predict", export, red, "-f", "csv"], os.path.join(export, "model.tflite")),
+        (["predict", deep, red, "-f", "csv"], os.path.join(deep, files.LABELS)),
+        (["evaluate", deep, red], os.path.join(deep, files.LABELS)),
+        (["train", test_dir, "--resume", resume], os.path.join(resume, files.STATE)),
+    ]
+    for args, named in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.stdout == "", (args, r.output)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error:") and named in lines[0], (args, r.stderr)
+    assert ckpt.read_state(inputs["checkpoint"])  # the fixture's own copy is untouched
+
+
+def test_fuzz_summary(capsys):
+    """The table of the report: how many cases each kind got and what they answered (run after the fuzz tests)."""
+    if not SUMMARY:
+        pytest.skip("the fuzz tests did not run in this process")
+    with capsys.disabled():
+        print("\n| input | cases | accepted (still valid) | refused (exit 2, one line naming it) |")
+        for kind, c in SUMMARY.items():
+            print(f"| {kind} | {c['accepted'] + c['refused']} | {c['accepted']} | {c['refused']} |")

@@ -271,12 +271,17 @@ def read_error(e, samples: list) -> str:
     t = tf()
     for files, members in _groups(samples):
         for f in files:
+            count = 0
             try:
                 for _ in t.data.TFRecordDataset(f):
-                    pass
+                    count += 1
             except t.errors.OpError as err:
                 return (f"{f}: {clean_tf_message(getattr(err, 'message', str(err)))} (a damaged shard: TFRecord checksums "
                         "do not match); copy it again or run imgclass prepare --tfrecord again")
+            listed = [s.record.record for s in members if s.record.shard == f]
+            if listed and count <= max(listed):
+                return (f"{f}: holds {count} records, but manifest.csv lists record {max(listed)} in it (a truncated "
+                        "shard?); copy it again or run imgclass prepare --tfrecord again")
     by_key = {(g, s.record.index): s for g, (_, members) in enumerate(_groups(samples)) for s in members}
     try:
         for contents, _, orientation, g, i in encoded(samples).as_numpy_iterator():

@@ -80,8 +80,8 @@ def read_state(folder: str) -> dict:
         if not isinstance(row, dict) or not all(isinstance(k, str) and type(v) in (int, float) for k, v in row.items()):
             raise bad(f"history[{i}]")
     rng = raw.get("rng")  # None: a checkpoint of an older imgclass, which did not save the generators
-    if rng is not None and not isinstance(rng, list) or len(rng) > MAX_RNG_STATES or not all(
-            isinstance(s, list) and len(s) <= 4 and all(type(x) is int and 0 <= x < 2**32 for x in s) for s in rng):
+    if rng is not None and (not isinstance(rng, list) or len(rng) > MAX_RNG_STATES or not all(
+            isinstance(s, list) and len(s) <= 4 and all(type(x) is int and 0 <= x < 2**32 for x in s) for s in rng)):
         raise bad("rng")
     iterations = raw.get("data_iterations", 0)
     if type(iterations) is not int or not 0 <= iterations <= 4 * (config.epochs + config.finetune_epochs) + 4:
