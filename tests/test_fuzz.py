@@ -155,6 +155,10 @@ def _readers(inp: dict) -> dict:
         if manifest.is_tfrecord(manifest.read(folder)[0]):
             dataset.records(folder)
 
+    def labels_txt(folder):  # read when an export has no labels.json
+        fs.remove_file(os.path.join(folder, files.LABELS))
+        predictors.resolve(folder)
+
     def marker(folder):
         fs.check_out(folder, True, fs.RUN)  # --force on a folder: only a run directory's marker lets it through
 
@@ -169,7 +173,7 @@ def _readers(inp: dict) -> dict:
         "prepare.json": (files.PREPARE_INFO, inp["prepared"], scan),
         ".imgclass marker": (fs.MARKER, inp["run"], marker),
         "export.json": (files.EXPORT_INFO, inp["export"], predictors.resolve),
-        "labels.txt": (files.LABELS_TXT, inp["export"], lambda f: predictors.resolve(f) and None),
+        "labels.txt": (files.LABELS_TXT, inp["export"], labels_txt),
     }
 
 

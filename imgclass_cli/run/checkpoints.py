@@ -69,8 +69,8 @@ def read_state(folder: str) -> dict:
     phase, epoch, history = raw.get("phase"), raw.get("epoch"), raw.get("history")
     if type(phase) is not int or phase not in (1, 2):
         raise bad("phase")
-    if type(config.epochs) is not int or type(config.batch_size) is not int:  # a checkpoint's run had resolved both
-        raise bad("config.epochs" if type(config.epochs) is not int else "config.batch_size")
+    if type(config.epochs) is not int:  # a checkpoint's run had resolved its number of epochs
+        raise bad("config.epochs")
     limit = config.epochs if phase == 1 else config.finetune_epochs
     if type(epoch) is not int or not 0 <= epoch <= limit:
         raise bad("epoch")
