@@ -388,9 +388,8 @@ def predict(
     if job.note and not progress.quiet:
         output.say(reporter.console, job.note)
     con = reporter.console
-    # Streamed records on a terminal are their own progress; a live bar would be drawn through them.
-    live = con.is_terminal and (config.format == PredictFormat.table or not sys.stdout.isatty())
-    with output.Stage("predicting", quiet=progress.quiet, live=live, console=con) as bar:
+    live = output.stream_progress_live(con, records_after=config.format == PredictFormat.table)
+    with output.Stage("predicting", job.total, quiet=progress.quiet, live=live, console=con) as bar:
         # Warnings through the bar's console land above the bar; the table is printed after the bar is gone.
         errors = output.write_predictions(_counted(job.records, bar), config.format.value, job.top_k,
                                           on_error=lambda r: reporter.warn(f"{r['path']}: {r['error']}"))

@@ -119,7 +119,14 @@ auto_learning_rate = AutoRule(
 
 _INF = math.inf
 _SEED = dict(range=(0, 2**32 - 1), env="IMGCLASS_SEED")
-_BATCH = dict(range=(1, _INF), cap=2**20, env="IMGCLASS_BATCH_SIZE", help="Images per batch.")
+# Upper bounds of the sizes a command line may ask for: each is held in memory at once, so a typo (an extra zero)
+# fails in a second with the reason, not in an out-of-memory kill.
+MAX_BATCH_SIZE = 65_536
+MAX_PARITY_IMAGES = 10_000
+MAX_TOP_K = 100_000  # run.rundir.MAX_CLASSES: no model imgclass reads has more classes
+MAX_AUG_VIEWS = 10_000
+_BATCH = dict(range=(1, MAX_BATCH_SIZE), cap=2**20, env="IMGCLASS_BATCH_SIZE",
+              help=f"Images per batch, at most {MAX_BATCH_SIZE:,} (a batch is decoded into memory at once).")
 _BAD_IMAGE = dict(env="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a "
                   "warning naming the file, or fail at once (exit 2).")
 FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
@@ -203,8 +210,9 @@ class TrainConfig:
                                       help="Phase 2 learning rate = --learning-rate times this.")
     cache: bool = option(True, "--cache/--no-cache", commands=_FINETUNE,
                          help="Run the frozen backbone once and train on its cached outputs (exact; much faster).")
-    aug_views: int = option(1, "--aug-views", range=(1, _INF), cap=10_000, commands=_FINETUNE,
-                            help="With --augment and the cache: augmented views cached per image.")
+    aug_views: int = option(1, "--aug-views", range=(1, MAX_AUG_VIEWS), commands=_FINETUNE,
+                            help=f"With --augment and the cache: augmented views cached per image (at most "
+                            f"{MAX_AUG_VIEWS:,}: every view of every image is kept).")
     cache_dir: str | None = option(None, "--cache-dir", metavar="PATH", show_default=False, commands=_FINETUNE,
                                    help="Folder for a feature cache too big for memory [default: beside --out].")
 
@@ -264,7 +272,8 @@ class Progress:
 
 @dataclass
 class PredictConfig:
-    top_k: int = option(1, "--top-k", "-k", range=(1, _INF), env="IMGCLASS_TOP_K", help="Classes to report per image.")
+    top_k: int = option(1, "--top-k", "-k", range=(1, MAX_TOP_K), env="IMGCLASS_TOP_K",
+                        help=f"Classes to report per image (at most {MAX_TOP_K:,}, more than any model has).")
     format: PredictFormat = option(
         PredictFormat.table, "--format", "-f", env=("IMGCLASS_PREDICT_FORMAT", "IMGCLASS_FORMAT"),
         help=f"{FORMAT_HELP} jsonl and csv: one record per image, in input order, as it is predicted.")
@@ -317,8 +326,9 @@ class ExportConfig:
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
                              help="Export directory [default: RUN/export/TO[-QUANTIZE], e.g. RUN/export/tflite-int8].")
     # Images compared between the export and the Keras model; 0 skips the check.
-    parity: int = option(100, "--parity", range=(0, _INF), metavar="N",
-                         help="Compare top-1 of the export and the Keras model on N images (0: skip).")
+    parity: int = option(100, "--parity", range=(0, MAX_PARITY_IMAGES), metavar="N",
+                         help=f"Compare top-1 of the export and the Keras model on N images (0: skip; at most "
+                         f"{MAX_PARITY_IMAGES:,}: they are decoded into memory at once).")
     min_agreement: float = option(0.99, "--min-agreement", range=(0.0, 1.0),
                                   help="Fail (exit 3, nothing written) below this top-1 agreement.")
     data: str | None = option(None, "--data", metavar="PATH", show_default=False,

@@ -57,14 +57,39 @@ FILES = OutputKind("files", "files written by imgclass")
 KINDS = (RUN, EXPORT, PREPARED, EXAMPLE, TFDS, FEATURE_CACHE, CHECKPOINT, TENSORBOARD, FILES)
 
 
+MAX_JSON_BYTES = 64 * 2**20  # a JSON file imgclass reads (labels, config, state, marker...) larger than this is not its own
+
+
+def read_json(path: str, limit: int = MAX_JSON_BYTES):
+    """The JSON of a file imgclass reads, which is untrusted input: ValueError with the reason when it is larger
+    than `limit` bytes, not UTF-8, not JSON, or nested too deep for the parser (a RecursionError otherwise);
+    OSError when it cannot be read. Callers name the file in their message."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise ValueError(f"larger than {limit // 2**20} MB")
+        data = f.read(limit + 1) if not os.path.isfile(path) else f.read()  # a pipe: still at most limit bytes
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 2**20} MB")
+    return parse_json(data)
+
+
+def parse_json(data: bytes | str):
+    """json.loads, with a document nested too deep (`[[[[...` 100,000 deep) a ValueError like any other bad JSON."""
+    try:
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+
+
 def read_marker(folder: str) -> dict | None:
     """The `.imgclass` marker of a folder when it is one imgclass wrote (valid JSON of the known shape), else None."""
     try:
-        with open(os.path.join(folder, MARKER), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = read_json(os.path.join(folder, MARKER), limit=MAX_JSON_BYTES)
+    except (OSError, ValueError):
         return None
-    if not (isinstance(data, dict) and isinstance(data.get(MARKER_KEY), str)
+    if not (isinstance(data, dict) and isinstance(data.get(MARKER_KEY), str) and isinstance(data.get("kind"), str)
             and data.get("kind") in {k.name for k in KINDS} and isinstance(data.get("files", []), list)
             and all(isinstance(p, str) for p in data.get("files", []))):
         return None
@@ -322,7 +347,14 @@ def make_owned_dir(path: str, kind: OutputKind) -> str:
         return path
     check_writable(os.path.dirname(os.path.abspath(path)))
     os.makedirs(path)
-    write_marker(path, kind, [])
+    try:
+        write_marker(path, kind, [])
+    except BaseException:  # a full disk: the folder just made stays empty and unmarked; rmdir removes only that
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+        raise
     return path
 
 

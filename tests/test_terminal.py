@@ -21,11 +21,17 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 pytestmark = pytest.mark.slow
 
 
-def run_in_pty(args, *, interrupt_after: str | None = None, timeout: float = 240) -> tuple[int, str]:
-    """Run `imgclass ARGS` with stdin, stdout and stderr on a pty; read until EOF. With interrupt_after, send
-    SIGINT (Ctrl-C) once that text has appeared. Returns (exit code, output with ANSI codes removed)."""
+def run_in_pty(args, *, interrupt_after: str | None = None, timeout: float = 240, columns: int = 120) -> tuple[int, str]:
+    """Run `imgclass ARGS` with stdin, stdout and stderr on a pty of `columns` x 40; read until EOF. With
+    interrupt_after, send SIGINT (Ctrl-C) once that text has appeared. Returns (exit code, output with ANSI codes
+    removed)."""
+    import fcntl
+    import struct
+    import termios
+
     master, slave = pty.openpty()
-    env = dict(os.environ, PYTHONPATH=ROOT, TERM="xterm-256color", COLUMNS="120", LINES="40")
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = dict(os.environ, PYTHONPATH=ROOT, TERM="xterm-256color", COLUMNS=str(columns), LINES="40")
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen([sys.executable, "-m", "imgclass_cli", *args], stdin=slave, stdout=slave, stderr=slave,
                             env=env, close_fds=True)
@@ -77,8 +83,13 @@ def test_train_interrupt_resume_evaluate_predict_in_a_terminal(data_dir, test_di
     done = ckpt.read_state(ckpt.checkpoint_dir(out))["epoch"]
     assert 1 <= done < 4
 
-    code, text = run_in_pty(["train", data_dir, "--resume", out])
+    code, text = run_in_pty(["train", data_dir, "--resume", out], columns=80)
     assert_clean(code, text)
+    # At 80 columns every epoch line keeps its numbers (the bar and the times go first): old code cut it at "val_ac".
+    lines = [line for line in re.split(r"[\r\n]", text) if line.startswith("epoch ")]
+    full = re.compile(r"epoch \d/4 .*loss \d+\.\d{3} acc \d\.\d{3} val_loss \d+\.\d{3} val_acc \d\.\d{3}$")
+    assert lines and all(len(line) <= 80 for line in lines), lines
+    assert {line.split()[1] for line in lines if full.search(line)} == {f"{e}/4" for e in range(done + 1, 5)}, lines
     labels = epoch_labels(text)
     assert labels[0] == f"epoch {done + 1}/4", labels
     assert "epoch 1/4" not in labels and labels[-1] == "epoch 4/4", labels
@@ -91,6 +102,7 @@ def test_train_interrupt_resume_evaluate_predict_in_a_terminal(data_dir, test_di
     code, text = run_in_pty(["predict", out, os.path.join(test_dir, "red")])
     assert_clean(code, text)
     assert text.count("img0") == 6  # one row per image of the folder
+    assert "/6" in text and "/?" not in text  # the bar counts towards the number of inputs (old code: "6/?")
 
 
 def test_two_phase_finetune_in_a_terminal(data_dir, tmp_path):

@@ -197,26 +197,42 @@ def _signal_after_first_epoch(proc: subprocess.Popen, signum: int) -> str:
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_real_training_process_checkpoints_and_resume_finishes(runner, data_dir, tmp_path):
-    """SIGTERM as `timeout` or a CI runner sends it (SIGINT to a real signal handler: the checkpoint-write test)."""
+def test_sigterm_mid_epoch_then_resume_reproduces_the_uninterrupted_run(runner, data_dir, tmp_path):
+    """SIGTERM as `timeout` or a CI runner sends it, to a real process in the middle of epoch 2 (SIGINT to a real
+    signal handler: the checkpoint-write test). The checkpoint is the one of epoch 1's end, the same command again
+    keeps it, and --resume gives the uninterrupted run's history.csv to the last bit: same seed, shuffling, dropout
+    and augmentation draws, and TensorFlow's ops are deterministic in imgclass (enable_op_determinism)."""
     from imgclass_cli.run import checkpoints as ckpt
 
     before = _checksums(data_dir)
     out = str(tmp_path / "run")
-    epochs = 8  # epochs of ~0.3 s: the signal, sent after the first, lands long before the end
-    proc = _start(_train_args(data_dir, out, "--epochs", str(epochs)), tmp_path)
+    epochs = 4  # epochs of ~0.4 s: the signal, sent as epoch 1's line comes, lands in epoch 2's batches
+    args = _train_args(data_dir, out, "--epochs", str(epochs), "--batch-size", "4", "--augment", "light")
+    proc = _start(args, tmp_path)
     err = _signal_after_first_epoch(proc, signal.SIGTERM)
     assert proc.returncode == 143, err  # old code: -15, no message
     last = err.strip().splitlines()[-1]
     assert last.startswith("Error: interrupted (SIGTERM); checkpoint saved in") and f"--resume {out}" in last
-    state = _assert_loadable_checkpoint(ckpt.checkpoint_dir(out))
-    assert 1 <= state["epoch"] < epochs and not os.path.exists(out)
+    folder = ckpt.checkpoint_dir(out)
+    state = _assert_loadable_checkpoint(folder)
+    assert state["epoch"] == 1 and not os.path.exists(out)  # epoch 2 had begun: rolled back to epoch 1's end
+    saved = _checksums(folder)
+
+    # A CI retry of the same command: the checkpoint is kept, and the message says how to go on or start over.
+    r = runner.invoke(app, args + ["-q"])
+    assert r.exit_code == 2 and not r.stdout, r.output
+    assert "an interrupted run's checkpoint" in r.stderr and f"--resume {out}" in r.stderr and "--force" in r.stderr
+    assert _checksums(folder) == saved and not os.path.exists(out)
 
     # The resume in this process: a resume in a fresh process is test_terminal's (no second TensorFlow start here).
     r = runner.invoke(app, ["train", data_dir, "--resume", out, "-q"])
     assert r.exit_code == 0, r.output
-    history = open(os.path.join(out, "history.csv")).read().splitlines()
-    assert len(history) == 1 + epochs and not os.path.exists(ckpt.checkpoint_dir(out))
+    resumed = open(os.path.join(out, "history.csv")).read()
+    assert len(resumed.splitlines()) == 1 + epochs and not os.path.exists(folder)
+    r = runner.invoke(app, _train_args(data_dir, str(tmp_path / "whole"), "--epochs", str(epochs), "--batch-size",
+                                       "4", "--augment", "light", "-q"))
+    assert r.exit_code == 0, r.output
+    assert resumed == open(tmp_path / "whole" / "history.csv").read()  # old code: epoch 2 loss 0.xx vs 0.yy
     assert _checksums(data_dir) == before
 
 
@@ -248,6 +264,7 @@ def test_disk_full_while_writing_a_checkpoint(runner, data_dir, tmp_path, monkey
     assert line.count("\n") == 0 and line.startswith(f"Error: {tmp_path / '.run.checkpoint'}: no space left on device")
     assert "MB free" in line and "needs" in line
     assert _no_temp_files(tmp_path) == [] and not os.path.exists(out) and _checksums(data_dir) == before
+    assert not os.path.exists(tmp_path / ".run.checkpoint")  # no epoch was saved: no folder holding only a marker
 
 
 def test_checkpoint_larger_than_the_free_space_is_refused_before_writing(tmp_path, monkeypatch):

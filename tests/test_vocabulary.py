@@ -119,7 +119,7 @@ ENV_CASES = [
     (["evaluate", "r", "d"], "IMGCLASS_FORMAT", "xml", "one of table, json, csv"),
     (["predict", "r", "p"], "IMGCLASS_PREDICT_FORMAT", "json", "one of table, jsonl, csv"),
     (["predict", "r", "p"], "IMGCLASS_FORMAT", "xml", "one of table, jsonl, csv"),
-    (["predict", "r", "p"], "IMGCLASS_TOP_K", "0", "at least 1"),
+    (["predict", "r", "p"], "IMGCLASS_TOP_K", "0", "between 1 and 100000"),
 ]
 
 
@@ -189,7 +189,7 @@ def test_a_value_out_of_range_is_echoed(runner, command, option, value, bound):
 
 @pytest.mark.parametrize("args,message", [
     (["train", "d", "--val", "1.5"], "Error: Invalid value for '--val': must be between 0.0 and 0.9; got 1.5"),
-    (["predict", "r", "p", "-k", "0"], "Error: Invalid value for '--top-k' / '-k': must be at least 1; got 0"),
+    (["predict", "r", "p", "-k", "0"], "Error: Invalid value for '--top-k' / '-k': must be between 1 and 100000; got 0"),
     (["train", "d", "--epochs", "ten"], "Error: Invalid value for '--epochs': must be an integer; got ten"),
     (["evaluate", "r", "d", "-f", "xml"], "Error: Invalid value for '--format' / '-f': must be one of table, json, "
                                           "csv; got xml"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 
 
@@ -12,7 +11,7 @@ from imgclass_cli import files
 from imgclass_cli.data import folders, holdout, tfrecord
 from imgclass_cli.data.folders import Dataset, Sample
 from imgclass_cli.errors import ImgclassError
-from imgclass_cli.fs import rows_to_csv
+from imgclass_cli.fs import parse_json, rows_to_csv
 
 # path: the file inside the prepared folder (empty for bad files); source: the file relative to the source folder.
 COLUMNS = ["path", "class", "split", "sha256", "width", "height", "status", "reason", "orientation", "source"]
@@ -32,11 +31,25 @@ def read(root: str) -> tuple[list[dict], dict]:
         raise ImgclassError(f"{path}: cannot read the manifest ({e})") from None
     if rows and not {"path", "class", "split", "status"} <= set(rows[0]):
         raise ImgclassError(f"{path}: not an imgclass manifest (needs path, class, split, status columns)")
+    return rows, read_info(root)
+
+
+def read_info(root: str) -> dict:
+    """prepare.json, validated (untrusted input): {} when there is none; exit 2 naming it when it is not a JSON
+    object, or its source (the folder the manifest's source column is relative to) is not a path."""
+    path = os.path.join(root, files.PREPARE_INFO)
+    if not tfrecord.exists(path):
+        return {}
     try:
-        info = json.loads(tfrecord.read_text(os.path.join(root, files.PREPARE_INFO)))
-    except (OSError, ValueError):
-        info = {}
-    return rows, info
+        info = parse_json(tfrecord.read_text(path))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ImgclassError(f"{path}: cannot read it as JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ImgclassError(f"{path}: not a description of a prepared folder (a JSON object); run imgclass prepare again")
+    source = info.get("source")
+    if source is not None and (not isinstance(source, str) or "\0" in source):
+        raise ImgclassError(f"{path}: field source must be the path of the source folder ({source!r:.40})")
+    return info
 
 
 def is_tfrecord(rows: list[dict]) -> bool:
@@ -73,7 +86,8 @@ def samples(root: str, rows: list[dict], split: str, index: dict[str, int], info
         if r["status"] == "ok" and r["split"] == split and r["class"] in index:
             where = f"{os.path.join(root, files.MANIFEST)}: row {i + 2}"  # line numbers: the header is line 1
             p = _inside(root, r["path"], where)
-            ref = tfrecord.ref_from_row(root, r, where, _source(info or {}, r), shards) if records else None
+            ref = tfrecord.ref_from_row(root, r, where, _source(info or {}, r), shards,
+                                       len(rows)) if records else None
             if ref is None and not os.path.isfile(p):
                 raise ImgclassError(f"{p}: listed in {files.MANIFEST} but missing; run imgclass prepare again")
             orientation = r.get("orientation") or "1"
@@ -116,6 +130,9 @@ def scan_for_eval(root: str, split: str | None = None) -> Dataset:
     """A prepared folder's split to evaluate on: the given one, else test, else val."""
     rows, info = read(root)
     present = {r["split"] for r in rows if r["status"] == "ok"}
+    if not present:
+        raise ImgclassError(f"{os.path.join(root, files.MANIFEST)}: lists no usable image (no row with status ok); "
+                            "nothing to evaluate on (run imgclass prepare again?)")
     chosen = folders.SPLIT_ALIASES.get(split, split) if split else next((s for s in ("test", "val") if s in present), None)
     if chosen not in present:
         raise ImgclassError(f"{root}: the manifest has no {split or 'test or val'} images to evaluate on; "

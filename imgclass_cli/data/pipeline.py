@@ -93,7 +93,14 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
     aug = augmentation(spec.augment, spec.seed) if training else None
     if aug is not None:
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return without_autotune(ds.prefetch(AUTOTUNE))
+    ds = without_autotune(ds.prefetch(AUTOTUNE))
+    ds.random_layers = [aug] if aug is not None else []  # their seed state: what a checkpoint saves (random_layers)
+    return ds
+
+
+def random_layers(ds) -> list:
+    """The random layers (augmentation) build() mapped over `ds`, whose seed generators advance every batch."""
+    return list(getattr(ds, "random_layers", []))
 
 
 # decode_all's chunks: the header probe of a chunk (Python, in this thread) runs while TensorFlow's threads decode

@@ -155,9 +155,11 @@ class RecordRef:
         return f"{self.shard}, record {self.record} (source {self.source})"
 
 
-def ref_from_row(root: str, row: dict, where: str, source: str, shards_seen: dict[str, bool]) -> RecordRef:
+def ref_from_row(root: str, row: dict, where: str, source: str, shards_seen: dict[str, bool],
+                 rows: int | None = None) -> RecordRef:
     """The RecordRef of a manifest row of a TFRecord folder, validated: the shard is a shard file name of the
-    row's split inside the folder (no path), the record number is consistent with the round-robin layout."""
+    row's split inside the folder (no path), the record number is consistent with the round-robin layout and
+    (`rows`: the manifest's rows) below the number of records the folder holds, which sizes the reader's tables."""
     name = row.get("shard") or ""
     m = SHARD_PATTERN.fullmatch(name)
     if not m or m.group(1) != row["split"]:
@@ -165,10 +167,10 @@ def ref_from_row(root: str, row: dict, where: str, source: str, shards_seen: dic
                             f"({row['split']}-NNNNN-of-NNNNN.tfrecord)")
     k, n = int(m.group(2)), int(m.group(3))
     try:
-        record, w, h = int(row.get("record", "")), int(row.get("stored_width", "")), int(row.get("stored_height", ""))
+        record, w, h = (int(row.get(k) or "") for k in ("record", "stored_width", "stored_height"))
     except ValueError:
         raise ImgclassError(f"{where}: fields record, stored_width and stored_height must be whole numbers") from None
-    if k >= n or record < 0 or w < 1 or h < 1:
+    if k >= n or record < 0 or w < 1 or h < 1 or (rows is not None and record * n + k >= rows):
         raise ImgclassError(f"{where}: shard {name} or record {record} out of range")
     shard = os.path.join(root, name)
     if name not in shards_seen:
@@ -269,12 +271,17 @@ def read_error(e, samples: list) -> str:
     t = tf()
     for files, members in _groups(samples):
         for f in files:
+            count = 0
             try:
                 for _ in t.data.TFRecordDataset(f):
-                    pass
+                    count += 1
             except t.errors.OpError as err:
                 return (f"{f}: {clean_tf_message(getattr(err, 'message', str(err)))} (a damaged shard: TFRecord checksums "
                         "do not match); copy it again or run imgclass prepare --tfrecord again")
+            listed = [s.record.record for s in members if s.record.shard == f]
+            if listed and count <= max(listed):
+                return (f"{f}: holds {count} records, but manifest.csv lists record {max(listed)} in it (a truncated "
+                        "shard?); copy it again or run imgclass prepare --tfrecord again")
     by_key = {(g, s.record.index): s for g, (_, members) in enumerate(_groups(samples)) for s in members}
     try:
         for contents, _, orientation, g, i in encoded(samples).as_numpy_iterator():

@@ -104,14 +104,11 @@ class Stage:
         if self.quiet or not self.live:
             return
         if self.progress is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import Progress
 
             # redirect_stdout=False: data written to stdout meanwhile (predict's records) stays on stdout.
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                     console=self.console, transient=True, redirect_stdout=False,
-                                     redirect_stderr=False)
+            self.progress = Progress(*_stage_columns(self.total is not None, self.unit), console=self.console,
+                                     transient=True, redirect_stdout=False, redirect_stderr=False)
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=self.total)
         self.progress.update(self.task, completed=done, total=self.total)
@@ -127,9 +124,73 @@ class Stage:
         self.quiet = True  # closed: later calls print nothing
 
 
+def _stage_columns(total_known: bool, unit: str) -> list:
+    """A stage's bar: done/total with the time left when the total is known; else the count and the rate (a bar
+    and "83/?" say nothing)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.text import Text
+
+    if total_known:
+        return [TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn()]
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f} {unit}/s" if task.speed else "")
+
+    return [TextColumn("{task.description}"), TextColumn(f"{{task.completed}} {unit}"), TimeElapsedColumn(), Rate()]
+
+
+def stream_progress_live(console: Console, records_after: bool) -> bool:
+    """Whether a live bar on stderr may run while records go to stdout: stderr is a terminal, and the records come
+    after the bar is gone (a table) or go to a file. A terminal or a pipe (`| head`, whose output lands on the
+    same terminal) would get the bar glued to the first record, so those get one plain line at the end instead."""
+    import os
+    import stat
+
+    if not console.is_terminal:
+        return False
+    if records_after:
+        return True
+    try:
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # a test runner's stdout: not a terminal, not a pipe
+        return not sys.stdout.isatty()
+    return not sys.stdout.isatty() and not stat.S_ISFIFO(mode) and not stat.S_ISSOCK(mode)
+
+
 def count_progress(description: str) -> Stage:
     """A file-count progress (prepare's check): call it as progress(done, total), then close()."""
     return Stage(description, unit="files")
+
+
+# The widest metrics of an epoch line: "loss 12.345 acc 0.999 val_loss 12.345 val_acc 0.999".
+METRICS_WIDTH = 52
+
+
+def _epoch_columns(epochs: int, steps: int, width: int) -> list:
+    """The live epoch line's columns for a terminal `width` wide: the label, the step count and every metric
+    always; then, while they fit, the elapsed time, the time left and the bar (the decoration goes, the numbers
+    stay: at 80 columns "epoch 3/10 12/12 0:00:01 loss ... val_acc 0.917")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.table import Column
+
+    def fixed(w: int) -> Column:
+        return Column(no_wrap=True, min_width=w)
+
+    label = TextColumn("{task.description}", table_column=fixed(len(f"epoch {epochs}/{epochs}")))
+    count = MofNCompleteColumn(table_column=fixed(2 * len(str(steps)) + 1))
+    metrics = TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis"))
+    used = len(f"epoch {epochs}/{epochs}") + 1 + 2 * len(str(steps)) + 1 + 1 + METRICS_WIDTH
+    elapsed, eta, bar = [], [], []
+    if used + 8 <= width:
+        elapsed, used = [TimeElapsedColumn(table_column=fixed(7))], used + 8
+    if used + 12 <= width:
+        eta, used = [TextColumn("eta", table_column=fixed(3)), TimeRemainingColumn(table_column=fixed(7))], used + 12
+    if used + 13 <= width:
+        bar = [BarColumn(bar_width=12)]
+    return [label, *bar, count, *elapsed, *eta, metrics]
 
 
 class StderrReporter:
@@ -166,23 +227,10 @@ class StderrReporter:
         self.first_epoch = 0
         if self.quiet or not self.live:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-        from rich.table import Column
+        from rich.progress import Progress
 
-        # In a narrow terminal (80 columns) the label, counts and times keep their width; the bar shrinks first and
-        # the metrics are cut with an ellipsis, instead of "18… 0:… eta 0:0…".
-        def fixed(width: int) -> Column:
-            return Column(no_wrap=True, min_width=width)
-
-        self.progress = Progress(
-            TextColumn("{task.description}", table_column=fixed(len(f"epoch {epochs}/{epochs}"))),
-            BarColumn(bar_width=12), MofNCompleteColumn(table_column=fixed(2 * len(str(steps)) + 1)),
-            TimeElapsedColumn(table_column=fixed(7)), TextColumn("eta", table_column=fixed(3)),
-            TimeRemainingColumn(table_column=fixed(7)),
-            TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
-            console=self.console, redirect_stdout=False, redirect_stderr=False,
-        )
+        self.progress = Progress(*_epoch_columns(epochs, steps, self.console.width), console=self.console,
+                                 redirect_stdout=False, redirect_stderr=False)
         self.progress.start()
 
     def epoch_begin(self, epoch: int) -> None:

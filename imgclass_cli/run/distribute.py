@@ -49,7 +49,7 @@ def cluster_from_env(environ=os.environ) -> Cluster | None:
     if not raw:
         return None
     try:
-        cfg = json.loads(raw)
+        cfg = fs.parse_json(raw)
     except ValueError as e:
         raise ImgclassError(f"TF_CONFIG is not valid JSON ({e}); {_SEE}") from None
     cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
@@ -60,13 +60,16 @@ def cluster_from_env(environ=os.environ) -> Cluster | None:
     chiefs, workers = cluster.get("chief", []), cluster.get("worker", [])
     if len(chiefs) > 1 or set(cluster) - {"chief", "worker"}:
         raise ImgclassError(f'TF_CONFIG: only "chief" (at most one) and "worker" tasks are supported; {_SEE}')
-    if len(chiefs) + len(workers) <= 1:
-        return None
     kind = task.get("type") if isinstance(task, dict) else None
     index = task.get("index") if isinstance(task, dict) else None
+    if task is None and len(chiefs) + len(workers) <= 1:
+        return None  # a one-process cluster without a task: nothing to distribute
     if kind not in ("chief", "worker") or type(index) is not int or not 0 <= index < len(cluster.get(kind, [])):
-        raise ImgclassError(f'TF_CONFIG: "task" must name this process, e.g. {{"type": "worker", "index": 0}}, '
-                            f"within the cluster; {_SEE}")
+        size = len(cluster.get(kind, [])) if isinstance(kind, str) else 0
+        raise ImgclassError(f'TF_CONFIG: "task" must name this process within the cluster, e.g. {{"type": "worker", '
+                            f'"index": 0}}; got {task!r:.80} for a cluster of {size} {kind or "task"}(s); {_SEE}')
+    if len(chiefs) + len(workers) <= 1:
+        return None
     position = index if kind == "chief" else len(chiefs) + index
     return Cluster(len(chiefs) + len(workers), position, f"{kind} {index}")
 

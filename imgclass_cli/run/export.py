@@ -10,7 +10,6 @@ the Keras model of the run and to the export and compares their top-1 prediction
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import random
 import shutil
@@ -65,8 +64,7 @@ def recorded_images(info, splits: tuple[str, ...]) -> tuple[list[str], str]:
     root = info.extra.get("data", "")
     if not os.path.exists(split_file):
         raise ImgclassError(f"{info.path}: no {files.SPLIT}; pass --data FOLDER with images to use")
-    with open(split_file, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = rundir.read_split(split_file)
     records = None
     if root and dataset.is_tfrecord(root):  # the run trained on a TFRecord folder: its images are records there
         records = {s.path: s for s in dataset.records(root)}
@@ -231,6 +229,8 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
         check = ParityInput(x, model(x, training=False).numpy(), parity_source, config.min_agreement)
 
     meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names)
+    # Refused before writing when it cannot fit: TensorFlow's own writers fail mid-file on a full disk.
+    fs.check_space(os.path.dirname(os.path.abspath(out)), _bytes_needed(model, fmt, run_path))
     with fs.staged(out, force, fs.EXPORT) as tmp:
         fs.write_json_atomic(os.path.join(tmp, files.LABELS), list(info.class_names))
         fs.write_text_atomic(os.path.join(tmp, files.LABELS_TXT), "".join(f"{n}\n" for n in info.class_names))
@@ -239,6 +239,27 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
     model_path = os.path.join(out, meta["model"])
     return ExportResult(out, fmt.value, meta["quantize"], model_path, _size(model_path), info.image_size,
                         list(info.class_names), parity, written, meta.get("int8_mode"))
+
+
+def _bytes_needed(model, fmt: ExportFormat, run_path: str) -> int:
+    """About what the export writes at most: the .keras file as it is; a SavedModel holds the weights; a TFLite
+    export writes a SavedModel first, then a file of the weights (float32 at most) beside it."""
+    if fmt == ExportFormat.keras:
+        return os.path.getsize(os.path.join(run_path, files.MODEL))
+    weights = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    return weights * (2 if fmt == ExportFormat.tflite else 1)  # a lower bound: TensorFlow adds its metadata
+
+
+def _disk_full_as_oserror(e, folder: str) -> None:
+    """TensorFlow's writers (SaveV2) report a full disk as ResourceExhaustedError: raise it as the OSError fs.staged
+    turns into the one "no space left on device" line."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in fs.NO_SPACE:
+        raise e
+    message = str(getattr(e, "message", e))
+    if "No space left on device" in message or "Disk quota exceeded" in message:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(folder, "")) from None
 
 
 @dataclass
@@ -281,15 +302,19 @@ def _write_checked(model, run_path: str, tmp: str, meta: dict, representative, c
     started = time.time()
     model_path = os.path.join(tmp, meta["model"])
     sm = os.path.join(tmp, ".saved_model")
-    if fmt == ExportFormat.keras:
-        shutil.copyfile(os.path.join(run_path, files.MODEL), model_path)
-    else:
-        write_savedmodel(model, size, model_path if fmt == ExportFormat.savedmodel else sm)
+    try:
+        if fmt == ExportFormat.keras:
+            shutil.copyfile(os.path.join(run_path, files.MODEL), model_path)
+        else:
+            write_savedmodel(model, size, model_path if fmt == ExportFormat.savedmodel else sm)
+    except Exception as e:
+        _disk_full_as_oserror(e, tmp)
+        raise
     parity = None
     for mode in modes:
         if fmt == ExportFormat.tflite:
-            with open(model_path, "wb") as f:
-                f.write(tflite_bytes(sm, quantize, representative, int8_mode=mode))
+            content = tflite_bytes(sm, quantize, representative, int8_mode=mode)
+            fs.write_bytes_atomic(model_path, content)
             if quantize == "int8":
                 meta["int8_mode"] = mode
         fs.write_json_atomic(os.path.join(tmp, files.EXPORT_INFO), meta)

@@ -123,20 +123,22 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
     return Evaluation(report, [s.path for s in samples], y, probs)
 
 
-def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> Iterator:
+def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None, skipped: list | None = None) -> Iterator:
     """Paths to predict, in input order: files as given, folders recursively (images only, sorted), '-' = stdin lines.
-    A TFRecord prepared folder (local or a URL) gives its records (Samples whose path is the image's name in it)."""
+    A TFRecord prepared folder (local or a URL) gives its records (Samples whose path is the image's name in it).
+    skipped: gets (path, reason) of each file a folder held that is not an image."""
+    skipped = [] if skipped is None else skipped
     for arg in args:
         if arg == "-":
             for line in stdin or ():
                 line = line.rstrip("\r\n")
                 if line:
-                    yield from expand_inputs([line])
+                    yield from expand_inputs([line], skipped=skipped)
         elif (tfrecord.is_url(arg) or os.path.isdir(arg)) and dataset.is_tfrecord(arg):
             yield from dataset.records(arg)
         elif os.path.isdir(arg):
             # The same walk as training's scan: ignore rules, content sniffing, symlink loops walked once.
-            yield from folders.walk_images(arg, [])
+            yield from folders.walk_images(arg, skipped)
         else:
             yield arg
 
@@ -144,7 +146,8 @@ def expand_inputs(args: Iterable[str], stdin: Iterable[str] | None = None) -> It
 @dataclass
 class PredictJob:
     """A predict command under way: `records` streams one record per input; `note` is what to tell the user first
-    (an empty shard); `finish(done, errors)` applies the rules for what was predicted once every record is out."""
+    (an empty shard); `total` the number of inputs when known before the first is predicted (None with stdin);
+    `finish(done, errors)` applies the rules for what was predicted once every record is out."""
 
     records: Iterator[dict]
     top_k: int
@@ -152,39 +155,66 @@ class PredictJob:
     config: PredictConfig
     note: str | None = None
     empty_part: bool = False  # --shard I/N with N larger than the inputs: nothing to do, and that is fine
+    total: int | None = None
+    skipped: list = field(default_factory=list)  # (path, reason): files of the folders that are not images
 
     def finish(self, done: int, errors: int) -> None:
         if self.empty_part:
             return
         if done == 0:
-            raise ImgclassError(f"nothing to predict: {' '.join(self.paths)} named no image files (an empty folder or "
-                                "empty stdin?); pass image files, folders of images, or - with paths on stdin")
+            raise ImgclassError(nothing_to_predict(self.paths, self.skipped))
         if errors == done:
             raise ImgclassError(f"nothing predicted: none of the {errors} input(s) could be read (see the warnings)")
         if errors and self.config.strict:
             raise ImgclassError(f"{errors} image(s) could not be read (--strict)", exit_code=EXIT_FAILED)
 
 
+def nothing_to_predict(paths: list[str], skipped: list) -> str:
+    """Why there is no image to predict: the folders' files that are not images (how many, and the first's reason),
+    or no files at all."""
+    named = " ".join(paths)
+    files_ = [(p, why) for p, why in skipped if "symlink loop or repeated folder" not in why]
+    if files_:
+        n = len(files_)
+        first, why = files_[0]
+        some = "the file is not an image" if n == 1 else f"none of the {n} files is an image"
+        return (f"nothing to predict: {named}: {some} ({first}: {why}); imgclass reads JPEG, PNG, GIF and BMP "
+                "files")
+    return (f"nothing to predict: {named} named no image files (an empty folder or empty stdin?); pass image "
+            "files, folders of images, or - with paths on stdin")
+
+
 def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=None) -> PredictJob:
-    """`imgclass predict`: the inputs expanded (folders, '-' for stdin), sharded with config.shard, and the records
-    of predict() over them; with --on-bad-image fail the first unreadable image stops the stream."""
+    """`imgclass predict`: the inputs expanded (folders, '-' for stdin), sharded with config.shard, the model loaded,
+    and the records of predict() over them; with --on-bad-image fail the first unreadable image stops the stream.
+
+    Everything that can fail on the command's own inputs fails here, before the caller writes anything to stdout:
+    the model and its labels are loaded, and inputs without a single image are refused before TensorFlow loads.
+    The inputs are listed up front (folders are walked anyway) so progress has a total, except from stdin."""
     from imgclass_cli.data.verify import fail_message
     from imgclass_cli.run import predictors
 
     k = min(config.top_k, len(predictors.resolve(run_path).class_names))
     config = dataclasses.replace(config, top_k=k)
-    inputs = expand_inputs(paths, stdin)
-    note, empty = None, False
+    skipped: list = []
+    inputs = expand_inputs(paths, stdin, skipped)
+    note, empty, total = None, False, None
     if config.shard is not None:
         i, n = config.shard
         inputs, total = take_shard(inputs, config.shard)
         if total and not inputs:
             note, empty = (f"--shard {i}/{n}: no inputs in this part ({total} input(s) in all, in parts 1-{total} of "
                            f"{n})"), True
-    records = predict(run_path, inputs, config)
+        total = len(inputs)
+    elif "-" not in paths:
+        inputs = list(inputs)
+        total = len(inputs)
+    if total == 0 and not empty:
+        raise ImgclassError(nothing_to_predict(list(paths), skipped))
+    records = predict(predictors.load(run_path), inputs, config)
     if config.on_bad_image == OnBadImage.fail:
         records = _stop_at_first_error(records, fail_message)
-    return PredictJob(records, k, list(paths), config, note, empty)
+    return PredictJob(records, k, list(paths), config, note, empty, total, skipped)
 
 
 def _stop_at_first_error(records, fail_message):
@@ -207,15 +237,16 @@ def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:
     return ordered[(i - 1) * m // n: i * m // n], m
 
 
-def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Iterator[dict]:
+def predict(model, paths: Iterable[str], config: PredictConfig) -> Iterator[dict]:
     """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason.
 
-    run_path: a run directory, an export directory or a .tflite file (see predictors.py).
+    model: a loaded predictor (predictors.load), or the path of a run directory, an export directory or a .tflite
+    file (see predictors.py).
     """
     from imgclass_cli.data import pipeline
     from imgclass_cli.run import predictors
 
-    predictor = predictors.load(run_path)
+    predictor = predictors.load(model) if isinstance(model, str) else model
     names = predictor.class_names
     k = max(1, min(config.top_k, len(names)))
     for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size):

@@ -62,7 +62,7 @@ def _read_export_info(path: str) -> dict:
     meta = rundir.read_json(source)
     if not isinstance(meta, dict):
         raise ImgclassError(f"{source}: not an imgclass export description (a JSON object)")
-    if meta.get("format") not in {f.value for f in ExportFormat}:
+    if not isinstance(meta.get("format"), str) or meta["format"] not in {f.value for f in ExportFormat}:
         raise ImgclassError(f"{source}: field format is missing or invalid ({meta.get('format')!r:.40})")
     size = meta.get("image_size")
     if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
@@ -123,17 +123,26 @@ def _called(node) -> list[str]:
     return names
 
 
+MAX_GRAPH_BYTES = 2**31  # protobuf refuses a message over 2 GB
+
+
 def check_savedmodel_ops(path: str) -> None:
     """Refuse (exit 2, naming the op and the file) a SavedModel whose graph holds an op outside INFERENCE_OPS."""
+    from imgclass_cli._tf import tf
+
+    tf()  # imgclass's quiet import first: importing the protobuf module alone would load TensorFlow with its logs
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
     pb = os.path.join(path, "saved_model.pb")
     sm = saved_model_pb2.SavedModel()
     try:
+        if os.path.getsize(pb) > MAX_GRAPH_BYTES:
+            raise ImgclassError(f"{pb}: larger than {MAX_GRAPH_BYTES // 2**30} GB, protobuf's limit for a graph")
         with open(pb, "rb") as f:
             sm.ParseFromString(f.read())
-    except (OSError, ValueError, RuntimeError) as e:  # protobuf's DecodeError is a ValueError
-        raise ImgclassError(f"{pb}: cannot read the SavedModel graph ({e})") from None
+    except (OSError, ValueError, RuntimeError, DecodeError) as e:  # DecodeError: not a ValueError under upb
+        raise ImgclassError(f"{pb}: cannot read the SavedModel graph ({first_line(e)}; truncated or corrupt?)") from None
     for mg in sm.meta_graphs:
         library = {f.signature.name: f for f in mg.graph_def.library.function}
         saver_nodes = {mg.saver_def.save_tensor_name.split(":")[0].lstrip("^"), mg.saver_def.restore_op_name.split(":")[0]}
@@ -165,7 +174,8 @@ class SavedModelPredictor:
 
         check_savedmodel_ops(path)
         try:
-            self.fn = tf().saved_model.load(path).signatures["serving_default"]
+            with quiet_native_stderr():  # a corrupt variables file makes TensorFlow's C++ log to fd 2
+                self.fn = tf().saved_model.load(path).signatures["serving_default"]
         except Exception as e:
             raise ImgclassError(f"{path}: cannot load the SavedModel ({first_line(e)})") from None
         self.class_names, self.image_size = class_names, image_size
@@ -196,11 +206,26 @@ class TFLitePredictor:
     """A TFLite interpreter with a batch dimension that follows the input (resized only when it changes)."""
 
     def __init__(self, path: str, class_names: list[str], image_size: int | None = None, num_threads: int | None = None):
+        from imgclass_cli.run import tflitefile
+
+        # From checked bytes, not the path: the interpreter verifies a buffer it is given, never a file it maps.
+        self.content = tflitefile.read(path)
         try:
             with quiet_native_stderr():
-                self.interp = interpreter_class()(model_path=path, num_threads=num_threads or os.cpu_count())
-        except ValueError as e:
+                self.interp = interpreter_class()(model_content=self.content, num_threads=num_threads or os.cpu_count())
+        except (ValueError, RuntimeError) as e:
             raise ImgclassError(f"{path}: not a TFLite model ({first_line(e)})") from None
+        try:  # the details of a corrupt model: names that are not UTF-8, tensors without a shape
+            self._check_model(path, image_size, class_names)
+        except (ValueError, RuntimeError, UnicodeDecodeError, IndexError) as e:
+            raise ImgclassError(f"{path}: not a TFLite model imgclass can run ({first_line(e)})") from None
+        self.class_names = class_names
+        self.batch = None
+
+    def _check_model(self, path: str, image_size: int | None, class_names: list[str]) -> None:
+        """Builtin ops only, one (batch, size, size, 3) input of at most MAX_IMAGE_SIZE, one output per class."""
+        from imgclass_cli.config import MAX_IMAGE_SIZE
+
         # Builtin TFLite ops are pure math; a Flex (TensorFlow) or custom op could do anything, e.g. FlexWriteFile.
         names = sorted({d["op_name"] for d in getattr(self.interp, "_get_ops_details", list)()})
         foreign = [n for n in names if not (n.replace("_", "").isalnum() and n.isupper())]
@@ -210,17 +235,18 @@ class TFLitePredictor:
         self.input = self.interp.get_input_details()[0]
         self.output = self.interp.get_output_details()[0]
         shape = self.input["shape_signature"]
-        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or shape[1] <= 0:
-            raise ImgclassError(f"{path}: expected an input of shape (batch, size, size, 3), found {list(shape)}")
+        if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2] or not 0 < shape[1] <= MAX_IMAGE_SIZE:
+            raise ImgclassError(f"{path}: expected an input of shape (batch, size, size, 3) with a size of at most "
+                                f"{MAX_IMAGE_SIZE}, found {list(shape)}")
         self.image_size = int(shape[1])
         if image_size is not None and image_size != self.image_size:
             raise ImgclassError(f"{path}: input size {self.image_size} differs from export.json's {image_size}")
-        self.class_names = class_names
         n_out = int(self.output["shape_signature"][-1])
         if n_out != len(class_names):
             raise ImgclassError(f"{path}: the model has {n_out} outputs but the labels file names {len(class_names)} classes")
-        self.fixed_batch = int(shape[0]) if shape[0] > 0 else None
-        self.batch = None
+        self.fixed_batch = int(shape[0]) if 0 < shape[0] <= 2**16 else None
+        with quiet_native_stderr():  # the tensors of one batch: a model that cannot allocate fails here, not mid-run
+            self.interp.allocate_tensors()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.batch != len(x):

@@ -68,11 +68,13 @@ def save_timings(folder: str, timings: dict) -> None:
 
 
 def read_json(path: str):
+    """A JSON file of a run or export (untrusted): exit 2 naming the file when it is not JSON imgclass can read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ImgclassError(f"{path}: cannot read it as JSON ({e})") from None
+        return fs.read_json(path)
+    except OSError as e:
+        raise ImgclassError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ImgclassError(f"{path}: cannot read it as JSON ({first_line(e)})") from None
 
 
 MAX_CLASSES = 100_000
@@ -85,8 +87,10 @@ def check_labels(names, source: str, field: str = "(the list)") -> list[str]:
 
     if not isinstance(names, list):
         raise bad("is not a list")
-    if not 2 <= len(names) <= MAX_CLASSES:
+    if len(names) < 2:
         raise bad(f"has {len(names)} class name(s), expected at least 2")
+    if len(names) > MAX_CLASSES:
+        raise bad(f"has {len(names)} class names, more than any model imgclass reads ({MAX_CLASSES:,})")
     seen = set()
     for i, n in enumerate(names):
         if not isinstance(n, str) or not n.strip():
@@ -119,6 +123,40 @@ def read_info(path: str) -> RunInfo:
     if type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         raise ImgclassError(f"{config_path}: field image_size is missing or invalid ({size!r:.40})")
     return RunInfo(path=path, class_names=class_names, config=cfg, image_size=size, extra=raw)
+
+
+def read_split(path: str) -> list[dict]:
+    """split.csv of a run (untrusted): rows of path, class and split; exit 2 naming the file and the row when it
+    is not a CSV file with those columns, a path is not relative, or a split is not train, val or test."""
+    import csv
+    import io
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_SPLIT_BYTES:
+                raise ImgclassError(f"{path}: larger than {MAX_SPLIT_BYTES // 2**20} MB; not a split imgclass wrote")
+            text = f.read().decode("utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not {"path", "class", "split"} <= set(reader.fieldnames or ()):
+            raise ImgclassError(f"{path}: not an imgclass split file (needs path, class, split columns)")
+        rows = []
+        for i, r in enumerate(reader):
+            where = f"{path}: row {i + 2}"
+            if None in r or any(r[k] is None for k in ("path", "class", "split")):
+                raise ImgclassError(f"{where}: has {'more' if None in r else 'fewer'} fields than the header")
+            if r["split"] not in ("train", "val", "test"):
+                raise ImgclassError(f"{where}, field split: {r['split']!r:.40} is not train, val or test")
+            if not r["path"] or "\0" in r["path"] or os.path.isabs(r["path"]):
+                raise ImgclassError(f"{where}, field path: {r['path']!r:.80} is not a relative path")
+            rows.append(r)
+    except OSError as e:
+        raise ImgclassError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ImgclassError(f"{path}: cannot read it as CSV ({first_line(e)})") from None
+    return rows
+
+
+MAX_SPLIT_BYTES = 2**30  # split.csv: about 10 million rows
 
 
 def check_outputs(model, class_names: list[str], model_path: str, labels_path: str) -> None:

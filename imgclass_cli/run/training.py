@@ -120,6 +120,8 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     config = preflight.check_train(config, force, reporter.warn)
     config = _resume_config(config)
     config.out = config.out or rundir.default_out(config.command)  # recorded in the run's config.json
+    if not config.resume:
+        ckpt.check_not_interrupted(config.out, force, _resume_command(config, config.out))
     callbacks = list(callbacks or [])
     logdir = None
     if tensorboard:
@@ -162,7 +164,11 @@ def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks:
             config, callbacks = dataclasses.replace(config, out=out), []
         try:
             with fs.locked(out):
-                return _run(config, reporter, force, callbacks, dist, scanned, said)
+                try:
+                    return _run(config, reporter, force, callbacks, dist, scanned, said)
+                except BaseException:  # failed or interrupted before any epoch was saved: no marker-only folder
+                    ckpt.remove_unused(ckpt.checkpoint_dir(out))
+                    raise
         except ImgclassError as e:
             if out == dist.run_out:
                 raise
@@ -580,13 +586,15 @@ class _Loop:
     phase: int
     epoch: int
     optimizer: object = None
+    rng: list = dataclasses.field(default_factory=list)  # the generators training draws from (ckpt.rng_variables)
+    data: object = None  # the training dataset Keras fit iterates (_counted)
 
     def state(self) -> dict:
         return {"config": self.config.to_dict(), "out": os.path.abspath(self.out), "history": self.history,
-                "phase": self.phase, "epoch": self.epoch}
+                "phase": self.phase, "epoch": self.epoch, "data_iterations": getattr(self.data, "iterations", 0)}
 
     def save(self, model) -> None:
-        ckpt.save(ckpt.checkpoint_dir(self.out), model, self.optimizer, self.state())
+        ckpt.save(ckpt.checkpoint_dir(self.out), model, self.optimizer, self.state(), self.rng)
 
 
 def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: TrainConfig, data,
@@ -596,6 +604,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     Returns (history, validation predictions)."""
     loop = _Loop(config, out, list(resume["history"]) if resume else [], *((resume["phase"], resume["epoch"])
                                                                          if resume else (1, 0)))
+    loop.rng = ckpt.rng_variables(model, pipeline.random_layers(fit.train))
     start_phase, start_epoch = loop.phase, loop.epoch
     num_classes = len(data.class_names)
     weights = class_weights([s.label for s in data.splits["train"]], num_classes) \
@@ -608,6 +617,11 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
         labels = np.array([s.label for s in data.splits["val"]])
         val = distribute.Validation(fit.val, labels, dist.positions("val", len(labels)))
     last_validation = None  # (labels, probabilities) of the last epoch run, at the weights fit ended with
+    if not custom:  # Keras fit iterates this very dataset: its iterators are counted (see _continue_randomness)
+        fit.train = _counted(_with_class_weights(fit.train, weights))
+        loop.data = fit.train
+    if resume:
+        _continue_randomness(fit, loop, resume, config.resume)
     try:
         for phase in plan:
             initial = start_epoch if phase.number == start_phase else 0
@@ -627,9 +641,52 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
+        # Rolled back to the last completed epoch: the checkpoint of its end stays as it is (its weights, optimizer
+        # and generators), and the interrupted epoch's batches run again, once, on --resume. Saving the weights of
+        # the middle of an epoch under "epoch N done" made a resumed run train those batches twice.
         reporter.close()  # Ctrl-C's message goes on its own line, not on the bar's
-        loop.save(model)
-        raise _interrupted(e, config, out, {"phase": loop.phase, "epoch": loop.epoch}) from None
+        raise _interrupted(e, config, out, None) from None
+
+
+def _continue_randomness(fit: FitData, loop: _Loop, resume: dict, folder: str) -> None:
+    """A resumed run draws what the uninterrupted run would have drawn: the generators as the checkpoint saved them,
+    and the training data's shuffle where it stood. tf.data draws a new order each time an iterator is made over the
+    dataset (Keras fit makes two an epoch when the dataset's length is known: at its start and, unused, at its
+    end), so making and dropping as many as the interrupted run had made advances it without reading a batch.
+    A dataset that repeats (finetune's cache of several views, fit with steps_per_epoch) keeps one iterator across
+    epochs: the batches already consumed are skipped instead (the same data; the order of the repeats may differ)."""
+    ckpt.restore_rng(folder, resume["rng"], loop.rng)
+    if fit.steps_per_epoch is not None:
+        if resume["history"] and loop.data is not None:
+            fit.train = loop.data = _counted(fit.train.skip(len(resume["history"]) * fit.steps_per_epoch))
+        return
+    for _ in range(resume["data_iterations"] if loop.data is not None else 0):
+        iter(fit.train)
+
+
+def _counted(ds):
+    """`ds`, counting in ds.iterations the iterators made over it (each draws a shuffle order; a checkpoint saves
+    how many were drawn)."""
+    base = type(ds)
+
+    class Counted(base):
+        def __iter__(self):
+            self.iterations += 1
+            return base.__iter__(self)
+
+    ds.__class__ = Counted
+    ds.iterations = 0
+    return ds
+
+
+def _with_class_weights(ds, weights: dict | None):
+    """(x, y) -> (x, y, weight of y): the sample weights Keras' class_weight would add, added here so that fit
+    iterates this dataset itself (Keras wraps a dataset in a map of its own for class_weight)."""
+    if not weights:
+        return ds
+    t = tf()
+    table = t.constant([weights[i] for i in range(len(weights))], t.float32)
+    return ds.map(lambda x, y: (x, y, t.gather(table, y)))
 
 
 def _fit_phase(model, fit: FitData, phase: Phase, initial: int, restore: bool, two_phases: bool, loop: _Loop, data,
@@ -679,7 +736,7 @@ def _fit_phase(model, fit: FitData, phase: Phase, initial: int, restore: bool, t
                                 steps=steps, callbacks=cbs, num_classes=num_classes)
         else:
             fit.model.fit(fit.train, epochs=phase.epochs, initial_epoch=initial, verbose=0, callbacks=cbs,
-                          class_weight=weights, steps_per_epoch=fit.steps_per_epoch)
+                          steps_per_epoch=fit.steps_per_epoch)  # class weights: in fit.train (_with_class_weights)
     finally:
         reporter.close()  # also when fit raised: no live bar left under the error line
     return validate.last if validate is not None else None
@@ -705,7 +762,8 @@ def _interrupted(e: BaseException, config: TrainConfig, out: str, position: dict
     what = f"interrupted ({interrupts.signal_name(e)})"
     if position is None:
         if not os.path.exists(os.path.join(folder, files.STATE)):
-            return ImgclassError(f"{what}; nothing to resume yet", exit_code=interrupts.exit_code(e))
+            return ImgclassError(f"{what} before the first epoch ended; nothing to resume: run the same command again",
+                                 exit_code=interrupts.exit_code(e))
         position = ckpt.read_state(folder)
     return ImgclassError(f"{what}; checkpoint saved in {folder} (phase {position['phase']}, "
                          f"{position['epoch']} epoch(s) done); continue with: {_resume_command(config, out)}",
