@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -69,7 +72,62 @@ def trained_run(tmp_path_factory, data_dir, runner):
     return out
 
 
+@pytest.fixture(scope="session")
+def exports(runner, trained_run, tmp_path_factory):
+    """The shared run exported once per format, on first use: exports["savedmodel"], ["tflite-float16"],
+    ["tflite-int8"] -> (export folder, the export command's CliRunner result)."""
+    from imgclass_cli.cli import app
+
+    root = tmp_path_factory.mktemp("exports")
+
+    class Exports(dict):
+        def __missing__(self, name):
+            fmt, _, quantize = name.partition("-")
+            args = ["export", trained_run, "--to", fmt, "--out", str(root / name), "--parity", "30"]
+            if quantize:
+                args += ["--quantize", quantize]
+            self[name] = (str(root / name), runner.invoke(app, args))
+            return self[name]
+
+    return Exports()
+
+
+# A Python process that runs several imgclass commands in turn, as a shell runs them one after another, with one
+# TensorFlow start (3-5 s of CPU) for all of them. After each command's output, a line of its own gives its exit code.
+EXIT_MARK = "@@imgclass exit "
+
+
+def commands_script(setup: str = "") -> str:
+    """The program for `python -c`; its one argument is a JSON list of argument lists. `setup` runs first."""
+    return f"""
+import json
+import sys
+{setup}
+from imgclass_cli.cli import main
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["imgclass", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:  # what the process would have exited with: None is 0, a message 1
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    sys.stdout.flush()
+    print("\\n{EXIT_MARK}%s@@" % code, file=sys.stderr, flush=True)
+"""
+
+
+def commands_argv(commands: list[list[str]], setup: str = "") -> list[str]:
+    return [sys.executable, "-c", commands_script(setup), json.dumps(commands)]
+
+
+def split_commands(text: str) -> list[tuple[int, str]]:
+    """(exit code, output) of each command run by commands_script, from its stderr (or its terminal)."""
+    parts = re.split(re.escape(EXIT_MARK) + r"(\S+?)@@", text)
+    return [(int(code), out) for out, code in zip(parts[0::2], parts[1::2])]
+
+
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: under `pytest -n 2` the long ones then run side by side at the start instead of one
-    of them starting last while the other worker idles (longest first keeps the workers' loads even)."""
+    """The slow tests first, so no worker starts a long one last while the other idles. Under `pytest -n 2` this
+    needs `--maxschedchunk 1` (pyproject addopts): by default xdist hands each worker a first chunk of consecutive
+    tests (a quarter of its share), and all the slow tests went to one worker, one after another."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -1,6 +1,7 @@
 """The CLI as a person runs it: end to end in a real pseudo-terminal, where rich draws live bars (issue 10).
 
-Real processes under a pty: slow (TensorFlow starts in each), so few and tiny."""
+Real processes under a pty: slow (TensorFlow starts in each), so few and tiny; where no signal is involved, one
+process runs several commands in turn (tests/conftest.py commands_script)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import time
 
 import pytest
 
+from tests.conftest import commands_argv, split_commands
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -24,11 +27,23 @@ pytestmark = pytest.mark.slow
 def run_in_pty(args, *, interrupt_after: str | None = None, timeout: float = 240) -> tuple[int, str]:
     """Run `imgclass ARGS` with stdin, stdout and stderr on a pty; read until EOF. With interrupt_after, send
     SIGINT (Ctrl-C) once that text has appeared. Returns (exit code, output with ANSI codes removed)."""
+    return _pty([sys.executable, "-m", "imgclass_cli", *args], interrupt_after, timeout)
+
+
+def run_commands_in_pty(commands: list[list[str]], timeout: float = 240) -> list[tuple[int, str]]:
+    """The imgclass commands in turn in one process on a pty: (exit code, output) of each."""
+    code, text = _pty(commands_argv(commands), None, timeout)
+    assert_clean(code, text)
+    results = split_commands(text)
+    assert len(results) == len(commands), text[-3000:]
+    return results
+
+
+def _pty(argv: list[str], interrupt_after: str | None, timeout: float) -> tuple[int, str]:
     master, slave = pty.openpty()
     env = dict(os.environ, PYTHONPATH=ROOT, TERM="xterm-256color", COLUMNS="120", LINES="40")
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "imgclass_cli", *args], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, close_fds=True)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     chunks, sent, deadline = [], False, time.time() + timeout
     try:
@@ -77,18 +92,22 @@ def test_train_interrupt_resume_evaluate_predict_in_a_terminal(data_dir, test_di
     done = ckpt.read_state(ckpt.checkpoint_dir(out))["epoch"]
     assert 1 <= done < 4
 
-    code, text = run_in_pty(["train", data_dir, "--resume", out])
+    # The resume in a fresh process (the first command there), then evaluate and predict in the same process.
+    resumed, evaluated, predicted = run_commands_in_pty([["train", data_dir, "--resume", out],
+                                                         ["evaluate", out, test_dir],
+                                                         ["predict", out, os.path.join(test_dir, "red")]])
+    code, text = resumed
     assert_clean(code, text)
     labels = epoch_labels(text)
     assert labels[0] == f"epoch {done + 1}/4", labels
     assert "epoch 1/4" not in labels and labels[-1] == "epoch 4/4", labels
     assert f"saved {out}" in text
 
-    code, text = run_in_pty(["evaluate", out, test_dir])
+    code, text = evaluated
     assert_clean(code, text)
     assert "accuracy" in text
 
-    code, text = run_in_pty(["predict", out, os.path.join(test_dir, "red")])
+    code, text = predicted
     assert_clean(code, text)
     assert text.count("img0") == 6  # one row per image of the folder
 
