@@ -126,8 +126,35 @@ def split_commands(text: str) -> list[tuple[int, str]]:
     return [(int(code), out) for out, code in zip(parts[0::2], parts[1::2])]
 
 
+# Tests that share a costly module or session fixture, by node id prefix -> group: one worker runs all of a group,
+# so it builds the fixture once. (xdist's own xdist_group marks do nothing under pytest 9: xdist 3.8 renames the
+# item through item._nodeid, which pytest 9 no longer reads.)
+ONE_WORKER = {
+    "tests/test_terminal.py::": "terminal",
+    "tests/test_export.py::": "exports",
+    "tests/test_trust_files.py::test_predict_runs_an_imgclass_savedmodel_export": "exports",
+    "tests/test_training.py::test_timings_are_recorded_in_the_run_and_printed": "auto_run",
+    "tests/test_training.py::test_train_without_epochs_runs_the_automatic_length_and_records_it": "auto_run",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first, so no worker starts a long one last while the other idles. Under `pytest -n 2` this
-    needs `--maxschedchunk 1` (pyproject addopts): by default xdist hands each worker a first chunk of consecutive
-    tests (a quarter of its share), and all the slow tests went to one worker, one after another."""
+    """The slow tests first, so no worker starts a long one last while the other idles."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under -n, the tests in the order collected (slow first), a few at a time to whichever worker is free, each
+    group of ONE_WORKER as one unit. xdist's default (load) hands each worker a first chunk of consecutive tests, a
+    quarter of its share: every slow test went to the first worker, one after another, while the other ran the
+    rest."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist given on the command line wins
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return next((group for prefix, group in ONE_WORKER.items() if nodeid.startswith(prefix)), nodeid)
+
+    config.option.loadscopereorder = False  # keep the collected order, not the largest groups first
+    return Scheduler(config, log)
