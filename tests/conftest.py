@@ -120,10 +120,12 @@ def commands_argv(commands: list[list[str]], setup: str = "") -> list[str]:
     return [sys.executable, "-c", commands_script(setup), json.dumps(commands)]
 
 
-def split_commands(text: str) -> list[tuple[int, str]]:
-    """(exit code, output) of each command run by commands_script, from its stderr (or its terminal)."""
+def split_commands(text: str, n: int) -> list[tuple[int, str]]:
+    """(exit code, output) of each of the n commands run by commands_script, from its stderr (or its terminal)."""
     parts = re.split(re.escape(EXIT_MARK) + r"(\S+?)@@", text)
-    return [(int(code), out) for out, code in zip(parts[0::2], parts[1::2])]
+    results = [(int(code), out) for out, code in zip(parts[0::2], parts[1::2])]
+    assert len(results) == n, f"{len(results)} of {n} commands finished:\n{text[-3000:]}"
+    return results
 
 
 # Tests that share a costly module or session fixture, by node id prefix -> group: one worker runs all of a group,
@@ -143,6 +145,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without the plugin, not called
 def pytest_xdist_make_scheduler(config, log):
     """Under -n, the tests in the order collected (slow first), a few at a time to whichever worker is free, each
     group of ONE_WORKER as one unit. xdist's default (load) hands each worker a first chunk of consecutive tests, a

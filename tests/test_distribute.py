@@ -161,7 +161,7 @@ def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_giv
                                         setup=DEVICES.format(n=3)),
                           env=_env(), capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
-    (code, err), (refused, refused_err) = split_commands(proc.stderr)
+    (code, err), (refused, refused_err) = split_commands(proc.stderr, 2)
     assert code == 0, err
     assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 29 training images" in err
     config = json.load(open(os.path.join(out, "config.json")))

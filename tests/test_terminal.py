@@ -32,12 +32,10 @@ def run_in_pty(args, *, interrupt_after: str | None = None, timeout: float = 240
 
 
 def run_commands_in_pty(commands: list[list[str]], timeout: float = 240) -> list[tuple[int, str]]:
-    """The imgclass commands in turn in one process on a pty: (exit code, output) of each."""
-    code, text = _pty(commands_argv(commands), None, timeout)
+    """The imgclass commands in turn in one process on a pty, `timeout` seconds each: (exit code, output) of each."""
+    code, text = _pty(commands_argv(commands), None, timeout * len(commands))
     assert code == 0 and "Traceback" not in text, text[-3000:]
-    results = split_commands(text)
-    assert len(results) == len(commands), text[-3000:]
-    return results
+    return split_commands(text, len(commands))
 
 
 def _pty(argv: list[str], interrupt_after: str | None, timeout: float) -> tuple[int, str]:
