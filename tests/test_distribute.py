@@ -159,7 +159,7 @@ def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_giv
     out = str(tmp_path / "run")
     proc = subprocess.run(commands_argv([[*args, "--out", out], [*args, "--batch-size", "16", "--out", str(tmp_path / "r2")]],
                                         setup=DEVICES.format(n=3)),
-                          env=_env(), capture_output=True, text=True, timeout=300, check=False)
+                          env=_env(), capture_output=True, text=True, timeout=600, check=False)  # 300 s a command
     assert proc.returncode == 0, proc.stderr
     (code, err), (refused, refused_err) = split_commands(proc.stderr, 2)
     assert code == 0, err
