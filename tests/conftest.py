@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -69,7 +72,92 @@ def trained_run(tmp_path_factory, data_dir, runner):
     return out
 
 
+@pytest.fixture(scope="session")
+def exports(runner, trained_run, tmp_path_factory):
+    """The shared run exported once per format, on first use: exports["savedmodel"], ["tflite-float16"],
+    ["tflite-int8"] -> (export folder, the export command's CliRunner result)."""
+    from imgclass_cli.cli import app
+
+    root = tmp_path_factory.mktemp("exports")
+
+    class Exports(dict):
+        def __missing__(self, name):
+            fmt, _, quantize = name.partition("-")
+            args = ["export", trained_run, "--to", fmt, "--out", str(root / name), "--parity", "30"]
+            if quantize:
+                args += ["--quantize", quantize]
+            self[name] = (str(root / name), runner.invoke(app, args))
+            return self[name]
+
+    return Exports()
+
+
+# A Python process that runs several imgclass commands in turn, as a shell runs them one after another, with one
+# TensorFlow start (3-5 s of CPU) for all of them. After each command's output, a line of its own gives its exit code.
+EXIT_MARK = "@@imgclass exit "
+
+
+def commands_script(setup: str = "") -> str:
+    """The program for `python -c`; its one argument is a JSON list of argument lists. `setup` runs first."""
+    return f"""
+import json
+import sys
+{setup}
+from imgclass_cli.cli import main
+for argv in json.loads(sys.argv[1]):
+    sys.argv = ["imgclass", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:  # what the process would have exited with: None is 0, a message 1
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    sys.stdout.flush()
+    print("\\n{EXIT_MARK}%s@@" % code, file=sys.stderr, flush=True)
+"""
+
+
+def commands_argv(commands: list[list[str]], setup: str = "") -> list[str]:
+    return [sys.executable, "-c", commands_script(setup), json.dumps(commands)]
+
+
+def split_commands(text: str, n: int) -> list[tuple[int, str]]:
+    """(exit code, output) of each of the n commands run by commands_script, from its stderr (or its terminal)."""
+    parts = re.split(re.escape(EXIT_MARK) + r"(\S+?)@@", text)
+    results = [(int(code), out) for out, code in zip(parts[0::2], parts[1::2])]
+    assert len(results) == n, f"{len(results)} of {n} commands finished:\n{text[-3000:]}"
+    return results
+
+
+# Tests that share a costly module or session fixture, by node id prefix -> group: one worker runs all of a group,
+# so it builds the fixture once. (xdist's own xdist_group marks do nothing under pytest 9: xdist 3.8 renames the
+# item through item._nodeid, which pytest 9 no longer reads.)
+ONE_WORKER = {
+    "tests/test_terminal.py::": "terminal",
+    "tests/test_export.py::": "exports",
+    "tests/test_trust_files.py::test_predict_runs_an_imgclass_savedmodel_export": "exports",
+    "tests/test_training.py::test_timings_are_recorded_in_the_run_and_printed": "auto_run",
+    "tests/test_training.py::test_train_without_epochs_runs_the_automatic_length_and_records_it": "auto_run",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The slow tests first: under `pytest -n 2` the long ones then run side by side at the start instead of one
-    of them starting last while the other worker idles (longest first keeps the workers' loads even)."""
+    """The slow tests first, so no worker starts a long one last while the other idles."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without the plugin, not called
+def pytest_xdist_make_scheduler(config, log):
+    """Under -n, the tests in the order collected (slow first), a few at a time to whichever worker is free, each
+    group of ONE_WORKER as one unit. xdist's default (load) hands each worker a first chunk of consecutive tests, a
+    quarter of its share: every slow test went to the first worker, one after another, while the other ran the
+    rest."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist given on the command line wins
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return next((group for prefix, group in ONE_WORKER.items() if nodeid.startswith(prefix)), nodeid)
+
+    config.option.loadscopereorder = False  # keep the collected order, not the largest groups first
+    return Scheduler(config, log)

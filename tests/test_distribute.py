@@ -16,7 +16,7 @@ import pytest
 
 from imgclass_cli.cli import app
 from imgclass_cli.run import distribute
-from tests.conftest import make_class_folders
+from tests.conftest import commands_argv, make_class_folders, split_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "simple-cnn", "--image-size", "32", "--augment", "none", "--batch-size", "8", "--quiet",
@@ -105,11 +105,13 @@ def test_each_worker_checks_and_trains_its_own_shard_and_every_file_is_in_exactl
 
 # --- MirroredStrategy on two logical CPU devices ---------------------------------------------------------
 
-MIRRORED = """
-import sys
+DEVICES = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {n})
+"""
+MIRRORED = DEVICES.format(n=2) + """
+import sys
 from imgclass_cli.cli import main
 sys.argv = ["imgclass", *sys.argv[1:]]
 main()
@@ -150,21 +152,21 @@ def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runn
 @pytest.mark.slow
 def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_given_one_is_refused(tmp_path):
     """Three replicas: train's automatic batch (16 for 30 training images) becomes 18, said and recorded; the same
-    16 given as --batch-size is an error (exit 2) that names it, before any work."""
+    16 given as --batch-size is an error (exit 2) that names it, before any work. Both commands in one process:
+    one TensorFlow start."""
     data = make_class_folders(tmp_path / "data", per_class=12, seed=3)
-    script = tmp_path / "mirrored3.py"
-    script.write_text(MIRRORED.replace("* 2)", "* 3)"))
     args = ["train", data, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "1", "--strategy", "mirrored"]
     out = str(tmp_path / "run")
-    proc = subprocess.run([sys.executable, str(script), *args, "--out", out], env=_env(), capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run(commands_argv([[*args, "--out", out], [*args, "--batch-size", "16", "--out", str(tmp_path / "r2")]],
+                                        setup=DEVICES.format(n=3)),
+                          env=_env(), capture_output=True, text=True, timeout=600, check=False)  # 300 s a command
     assert proc.returncode == 0, proc.stderr
-    assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 30 training images" in proc.stderr
+    (code, err), (refused, refused_err) = split_commands(proc.stderr, 2)
+    assert code == 0, err
+    assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 30 training images" in err
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["options"]["batch_size"] == 18 and config["distribute"]["per_replica_batch"] == 6
-    proc = subprocess.run([sys.executable, str(script), *args, "--batch-size", "16", "--out", str(tmp_path / "r2")],
-                          env=_env(), capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 2 and "--batch-size 16: the global batch must be a multiple of the 3 replicas" in proc.stderr
+    assert refused == 2 and "--batch-size 16: the global batch must be a multiple of the 3 replicas" in refused_err
 
 
 # --- two workers on 127.0.0.1 ------------------------------------------------------------------------------

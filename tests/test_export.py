@@ -13,21 +13,6 @@ import pytest
 from imgclass_cli.cli import app
 
 
-@pytest.fixture(scope="module")
-def exports(runner, trained_run, tmp_path_factory):
-    """Export the shared tiny run once per format; the tests below read what was written."""
-    root = tmp_path_factory.mktemp("exports")
-    done = {}
-    for fmt, quantize in (("savedmodel", None), ("tflite", "float16"), ("tflite", "int8")):
-        name = fmt + (f"-{quantize}" if quantize else "")
-        args = ["export", trained_run, "--to", fmt, "--out", str(root / name), "--parity", "30"]
-        if quantize:
-            args += ["--quantize", quantize]
-        r = runner.invoke(app, args)
-        done[name] = (str(root / name), r)
-    return done
-
-
 @pytest.mark.parametrize("name", ["savedmodel", "tflite-float16", "tflite-int8"])
 def test_export_writes_model_labels_and_passes_parity(exports, name):
     out, r = exports[name]

@@ -175,15 +175,28 @@ def test_same_seed_same_metrics(data_dir, tmp_path, runner):
 # --- issue 12: timings of a run, the fused decode check ----------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_timings_are_recorded_in_the_run_and_printed(runner, data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def auto_run(runner, data_dir, tmp_path_factory):
+    """A train run on train's automatic choices (no --epochs, --batch-size or --learning-rate), the length rule
+    scaled down so the fixture's small set counts as large: 2 epochs. (run, CliRunner result, the command's wall
+    time.) Its two tests run on one worker (conftest ONE_WORKER)."""
     import time
 
-    out = tmp_path / "run"
-    t0 = time.time()
-    r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "2",
-                            "--out", str(out)])
-    wall = time.time() - t0
+    from imgclass_cli import config
+
+    out = tmp_path_factory.mktemp("auto") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(config, "AUTO_EPOCHS", (2, 12))
+        mp.setattr(config, "AUTO_EPOCHS_IMAGES", 1)
+        t0 = time.time()
+        r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--out", str(out)])
+        wall = time.time() - t0
+    return out, r, wall
+
+
+@pytest.mark.slow
+def test_timings_are_recorded_in_the_run_and_printed(auto_run):
+    out, r, wall = auto_run
     assert r.exit_code == 0, r.output
     t = json.load(open(out / "timings.json"))
     stages = ["scan", "model", "check", "feature_cache", "epochs", "final_validation", "save", "total", "other"]
@@ -259,14 +272,9 @@ def test_check_keeps_no_images_when_they_would_not_fit(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_without_epochs_runs_the_automatic_length_and_records_it(runner, data_dir, tmp_path, monkeypatch):
+def test_train_without_epochs_runs_the_automatic_length_and_records_it(auto_run):
     """The rule scaled down so the fixture's small set counts as large: 2 epochs run, are printed and recorded."""
-    from imgclass_cli import config
-
-    monkeypatch.setattr(config, "AUTO_EPOCHS", (2, 12))
-    monkeypatch.setattr(config, "AUTO_EPOCHS_IMAGES", 1)
-    out = tmp_path / "run"
-    r = runner.invoke(app, ["train", data_dir, "--arch", "simple-cnn", "--image-size", "32", "--out", str(out)])
+    out, r, _ = auto_run
     assert r.exit_code == 0, r.output
     assert "2 epochs (the default for " in r.stderr and "--epochs sets it" in r.stderr
     assert json.load(open(out / "config.json"))["options"]["epochs"] == 2 and len(_history(str(out))) == 2

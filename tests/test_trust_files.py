@@ -270,9 +270,8 @@ def test_predict_refuses_a_savedmodel_that_writes_files(runner, evil_savedmodel,
     assert checksums(folder) == before
 
 
-def test_predict_runs_an_imgclass_savedmodel_export(runner, trained_run, test_dir, tmp_path):
-    out = str(tmp_path / "sm")
-    r = runner.invoke(app, ["export", trained_run, "--to", "savedmodel", "--out", out, "--parity", "8", "-q"])
+def test_predict_runs_an_imgclass_savedmodel_export(runner, exports, test_dir):
+    out, r = exports["savedmodel"]  # the shared run's export (tests/conftest.py)
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["predict", out, os.path.join(test_dir, "red"), "-f", "jsonl"])
     assert r.exit_code == 0 and r.stdout.count('"status": "ok"') == 6
