@@ -358,8 +358,9 @@ def evaluate(
 
     config, progress = _configs("evaluate", opts, EvalConfig, Progress)
     reporter = output.StderrReporter(quiet=progress.quiet)
-    ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage,
-                                fail_under_source=_source_name(ctx, "fail_under"))
+    ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage, info=reporter.info,
+                                fail_under_source=_source_name(ctx, "fail_under"),
+                                fail_over_source=_source_name(ctx, "fail_over"))
     report = ev.report.to_dict()
     used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
     output.print_report(report, config.format.value, title=f"{run} on {data}{used}")
