@@ -154,7 +154,8 @@ class StderrReporter:
             say(self.console, message)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
+        # soft_wrap: one line however long, like an error, so scripts can grep it.
+        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def stage(self, description: str, total: int | None = None, unit: str = "images") -> Stage:
         return Stage(description, total, unit=unit, quiet=self.quiet, live=self.live, console=self.console)

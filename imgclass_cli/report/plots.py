@@ -209,7 +209,7 @@ def reliability(before, after, path: str, *, temperature: float, ece_before: flo
 
 def reliability_figure(before, after, *, temperature: float, ece_before: float, ece_after: float, title: str = ""):
     plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True, layout="constrained")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
     try:
         top.plot([0, 1], [0, 1], ":", color="grey", label="calibrated (confidence = accuracy)")
         series = ((before, f"before: T = 1, ECE {ece_before:.4f}", "tab:red", "s--"),
