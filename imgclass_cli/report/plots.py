@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 
 import numpy as np
 
@@ -223,7 +224,9 @@ def reliability_figure(before, after, *, temperature: float, ece_before: float, 
         top.set_xlim(0, 1)
         top.set_ylim(0, 1.02)
         top.set_ylabel("accuracy in the bin")
-        top.set_title(f"reliability: {title}" if title else "reliability of the top-1 confidence")
+        # Wrapped: a run and a data path can be longer than the figure is wide.
+        top.set_title(textwrap.fill(f"reliability: {title}" if title else "reliability of the top-1 confidence", 60),
+                      fontsize=10)
         top.grid(alpha=0.3)
         top.legend(loc="upper left", fontsize=9)
         bottom.set_xlabel(f"top-1 confidence ({len(before)} equal-width bins)")

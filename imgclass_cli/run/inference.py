@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -61,22 +62,35 @@ def temperature_layer(model):
     return last if isinstance(last, TemperatureSoftmax) else None
 
 
+def _identity(x):
+    return x
+
+
+# One traced logits function per model (without views): the validation pass of every epoch reuses it.
+_LOGITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def logits_function(model, views: list | None = None):
     """images -> logits (views, batch, classes) as one traced graph: the model's layers before its final
     TemperatureSoftmax, run in order on each view (every model imgclass builds or trains is such a chain: the
     classifier, and the feature cache's head model). None for a model without a temperature layer."""
+    if views is None and model in _LOGITS:
+        return _LOGITS[model]
     if temperature_layer(model) is None:
         return None
     K = keras()
     chain = [layer for layer in model.layers[:-1] if not isinstance(layer, K.layers.InputLayer)]
-    views = views or [lambda x: x]
+    views = views or [_identity]
 
     def logits(x):
         for layer in chain:
             x = layer(x, training=False)
         return x
 
-    return tf().function(lambda x: tf().stack([logits(view(x)) for view in views]), reduce_retracing=True)
+    fn = tf().function(lambda x: tf().stack([logits(view(x)) for view in views]), reduce_retracing=True)
+    if len(views) == 1 and views[0] is _identity:
+        _LOGITS[model] = fn  # holds the layers, not the model: the model can still go
+    return fn
 
 
 def predict_logits(model, ds, progress=None, views: list | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -87,7 +87,8 @@ def _validation_callback(model, val_ds, loss_fn):
     fit's own: it puts val_loss and val_accuracy into the epoch's logs for the callbacks after it (put it first),
     and keeps the epoch's (labels, logits) as `last` (calibration fits its temperature on them). When the weights
     have not changed since the last epoch, `last` is the final validation, so the validation images are not run
-    through the model a second time. A deferred SIGINT/SIGTERM is acted on between its batches, as between Keras' validation batches."""
+    through the model a second time. A deferred SIGINT/SIGTERM is acted on between its batches, as between Keras'
+    validation batches."""
 
     class _Validate(keras().callbacks.Callback):
         last = None
