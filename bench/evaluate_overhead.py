@@ -11,6 +11,7 @@ e.g. RUN a scratch run of Fashion-MNIST (bench/calibration_tta.py trains one) an
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,18 +30,21 @@ def option(args: list[str], name: str, default: str) -> str:
 
 def checkout(commit: str, folder: str) -> str:
     """The package of `commit`, extracted with git archive (read-only for the repository)."""
+    os.makedirs(folder)
     archive = subprocess.run(["git", "-C", ROOT, "archive", commit, "imgclass_cli"], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
     return folder
 
 
-def evaluate(code: str, run: str, data: str, out: str) -> float:
-    t0 = time.time()
+def evaluate(code: str, run: str, data: str, out: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process: steadier than wall time on a shared machine)."""
+    t0, c0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([PYTHON, "-m", "imgclass_cli", "evaluate", run, data, "--out", out, "-q", "-f", "json"],
                        cwd=code, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": code})
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"evaluate failed with {code}:\n{p.stderr[-2000:]}")
-    return time.time() - t0
+    return time.time() - t0, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
 
 
 def main():
@@ -57,10 +61,13 @@ def main():
     for i in range(rounds):
         for name, code in (("base", old), ("now", ROOT)):  # alternating: the same machine state for both
             times[name].append(evaluate(code, run, data, os.path.join(tmp, name, "metrics.json")))
-        print(f"  round {i + 1}: base {times['base'][-1]:.1f}s, now {times['now'][-1]:.1f}s, ratio "
-              f"{times['now'][-1] / times['base'][-1]:.2f} (load average {load_average()})")
-    base_s, now_s = statistics.median(times["base"]), statistics.median(times["now"])
-    print(f"median of {rounds}: base {base_s:.1f}s, now {now_s:.1f}s, ratio now/base {now_s / base_s:.2f}")
+        (bw, bc), (nw, nc) = times["base"][-1], times["now"][-1]
+        print(f"  round {i + 1}: base {bw:.1f}s wall {bc:.1f}s CPU, now {nw:.1f}s wall {nc:.1f}s CPU; ratio wall "
+              f"{nw / bw:.2f}, CPU {nc / bc:.2f} (load average {load_average()})")
+    for k, what in ((0, "wall"), (1, "CPU")):
+        base_s = statistics.median(t[k] for t in times["base"])
+        now_s = statistics.median(t[k] for t in times["now"])
+        print(f"median of {rounds}, {what}: base {base_s:.1f}s, now {now_s:.1f}s, ratio now/base {now_s / base_s:.2f}")
 
 
 if __name__ == "__main__":

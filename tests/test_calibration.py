@@ -137,17 +137,21 @@ def test_too_small_a_validation_split_keeps_temperature_1(trained_run):
                       "reason": "fewer than 50 validation images"}
 
 
-def test_no_calibrate_keeps_temperature_1():
+def test_no_calibrate_or_no_validation_split_keeps_temperature_1():
     from imgclass_cli.config import TrainConfig
     from imgclass_cli.run import training
 
-    class Quiet:
-        def info(self, message):
-            raise AssertionError(message)
+    said = []
 
-    record = training._calibrate(None, TrainConfig(calibrate=False), np.zeros(60, int), np.zeros((60, 3)), Quiet())
-    assert record == {"temperature": 1.0, "fitted_on": None, "images": 60, "reason": "--no-calibrate"}
+    class Reporter:
+        info = warn = said.append
+
+    record = training._calibrate(None, TrainConfig(calibrate=False), np.zeros(60, int), np.zeros((60, 3)), Reporter())
+    assert record == {"temperature": 1.0, "fitted_on": None, "images": 60, "reason": "--no-calibrate"} and not said
     assert TrainConfig.from_dict({"calibrate": False}).calibrate is False
+    report, record = training._calibrated_report(None, TrainConfig(), None, None, Reporter())
+    assert report is None and record["temperature"] == 1.0 and record["reason"] == "no validation split"
+    assert said == ["calibration: no validation split; the temperature stays 1"]
 
 
 def test_evaluate_and_predict_give_the_calibrated_probabilities(runner, calibrated_run, tmp_path):
@@ -176,11 +180,16 @@ def test_exports_carry_the_temperature(runner, calibrated_run, tmp_path):
 
     run, data = calibrated_run
     files = sorted(os.path.join(data, c, n) for c in ("blue", "red") for n in os.listdir(os.path.join(data, c)))[:24]
+    from imgclass_cli.run.inference import logits_function
+
     reference = predictors.load(run)
     x = export.load_images(files, reference.image_size)
-    want = reference.predict(x)
+    # The calibrated probabilities, from the logits and the temperature config.json records.
     t = json.load(open(os.path.join(run, "config.json")))["calibration"]["temperature"]
-    assert np.abs(cal.softmax(np.log(want), 1 / t) - want).max() > 0.01  # the temperature changes these numbers
+    logits = logits_function(reference.model)(x).numpy()[0]
+    want = cal.softmax(logits, t)
+    assert np.abs(cal.softmax(logits) - want).max() > 0.01  # the temperature changes these numbers
+    np.testing.assert_allclose(reference.predict(x), want, atol=1e-5)
     for fmt in ("savedmodel", "tflite"):
         out = tmp_path / fmt
         r = runner.invoke(app, ["export", run, "--to", fmt, "--out", str(out), "--parity", "10"])
