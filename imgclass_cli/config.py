@@ -320,7 +320,7 @@ class EvalConfig:
         "and their _uncalibrated forms; seen_by_run.fraction=0 refuses images the run trained or validated on; "
         "prediction_collapse.share).")
     target_accuracy: float | None = option(
-        None, "--target-accuracy", range=(0.0, 1.0), show_default=False,
+        None, "--target-accuracy", range=(0.0, 1.0), metavar="ACCURACY", show_default=False,
         help="Also find the lowest confidence threshold whose answered images reach this accuracy (metrics.json "
         "target: the predict --min-confidence to use, and the coverage it keeps).")
     tta: bool = option(False, "--tta", help=_TTA_HELP)

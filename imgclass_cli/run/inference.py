@@ -189,7 +189,7 @@ def _no_stage(description, total=None, unit="images"):
     return nullcontext(None)
 
 
-def _checked_data(run_path: str, data_path: str, config: EvalConfig, info, warn, stage):
+def _checked_data(data_path: str, config: EvalConfig, info, warn, stage):
     """The evaluated images, decode-checked, with labels in the model's class order."""
     from imgclass_cli.data import verify
 
@@ -217,7 +217,7 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
 
     stage, warn, info_ = stage or _no_stage, warn or (lambda m: None), info or (lambda m: None)
     run = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
-    data, samples = _checked_data(run_path, data_path, config, run, warn, stage)
+    data, samples = _checked_data(data_path, config, run, warn, stage)
     if config.split is None and data.eval_split == "val":
         info_(f"{data_path}: no test split; evaluating on its val split (--split chooses)")
     seen = seen_by_run(run, samples)
@@ -259,6 +259,31 @@ def run_temperature(model, model_path: str) -> float:
 
 # ---------------------------------------------------------------- images the run has seen
 
+def file_ids(paths) -> dict[str, tuple[int, int]]:
+    """{path: (device, inode)} of the files that exist, from one directory listing per folder (the inode comes with
+    each entry: no stat per file, so 60,000 recorded images cost a few listings); a symlink is followed."""
+    by_folder: dict[str, set[str]] = {}
+    for p in paths:
+        by_folder.setdefault(os.path.dirname(p), set()).add(os.path.basename(p))
+    found = {}
+    for folder, names in by_folder.items():
+        try:
+            device = os.stat(folder or ".").st_dev
+            with os.scandir(folder or ".") as entries:
+                for e in entries:
+                    if e.name not in names:
+                        continue
+                    path = f"{folder}{os.sep}{e.name}" if folder else e.name
+                    if e.is_symlink():
+                        st = os.stat(path)
+                        found[path] = (st.st_dev, st.st_ino)
+                    else:
+                        found[path] = (device, e.inode())
+        except OSError:  # a folder or link target that is gone: those files are not there to compare
+            continue
+    return found
+
+
 def _recorded(run) -> tuple[dict, dict, int] | None:
     """The run's train and val images from its split.csv under its recorded data root: ({path: split},
     {(device, inode): split}, how many were found on disk); None without a split.csv or data root."""
@@ -277,22 +302,17 @@ def _recorded(run) -> tuple[dict, dict, int] | None:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ImgclassError(f"{split_file}: cannot read it ({e})") from None
     url = tfrecord.is_url(root)
-    by_path, by_id, found = {}, {}, 0
+    by_path = {}
     for i, (rel, split) in enumerate(rows, start=2):
         if split not in ("train", "val"):
             continue
         if not isinstance(rel, str) or not rel or "\0" in rel:
             raise ImgclassError(f"{split_file}: row {i}: field path is empty or invalid")
-        full = root.rstrip("/") + "/" + rel if url else os.path.normpath(os.path.join(root, rel))
-        by_path[full] = split
-        if not url:
-            try:
-                st = os.stat(full)
-            except (OSError, ValueError):
-                continue
-            by_id[(st.st_dev, st.st_ino)] = split
-            found += 1
-    return by_path, by_id, found if not url else len(by_path)
+        by_path[root.rstrip("/") + "/" + rel if url else os.path.normpath(f"{root}{os.sep}{rel}")] = split
+    if url:
+        return by_path, {}, len(by_path)
+    ids = file_ids(by_path)
+    return by_path, {ident: by_path[p] for p, ident in ids.items()}, len(ids)
 
 
 def seen_by_run(run, samples) -> dict:
@@ -304,15 +324,11 @@ def seen_by_run(run, samples) -> dict:
     recorded = _recorded(run)
     counts = {"train": 0, "val": 0}
     if recorded is not None:
-        by_path, by_id, found = recorded
-        for s in samples:
-            split = by_path.get(s.path if tfrecord.is_url(s.path) else os.path.normpath(os.path.abspath(s.path)))
-            if split is None and s.record is None and by_id:
-                try:
-                    st = os.stat(s.path)
-                    split = by_id.get((st.st_dev, st.st_ino))
-                except OSError:
-                    pass
+        by_path, by_id, _ = recorded
+        paths = [s.path if tfrecord.is_url(s.path) else os.path.normpath(os.path.abspath(s.path)) for s in samples]
+        ids = file_ids([p for p, s in zip(paths, samples) if s.record is None and p not in by_path]) if by_id else {}
+        for p in paths:
+            split = by_path.get(p) or by_id.get(ids.get(p))
             if split:
                 counts[split] += 1
     n = len(samples)
