@@ -56,6 +56,7 @@ def test_metrics_json_keys_are_pinned(runner, trained_run, test_dir, tmp_path):
     assert set(report["prediction_collapse"]) == {"collapsed", "class", "share"}
     assert all(set(row) == {"threshold", "coverage", "accuracy", "images"} for row in report["risk_coverage"])
     assert report["tta"] is None
+    assert report["seen_by_run"] == {"train": 0, "val": 0, "of": 18, "fraction": 0.0, "checked": True}  # held out
 
 
 def test_guide_documents_every_metrics_key():
@@ -67,19 +68,27 @@ def test_guide_documents_every_metrics_key():
 
 
 def test_evaluate_csv_schema(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "m.json")])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "m.json"),
+                            "--target-accuracy", "1"])
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(io.StringIO(r.stdout)))
     assert rows[0] == ["metric", "value"]
     keys = [k for k, _ in rows[1:]]
     assert {"accuracy", "f1_macro", "top_k_accuracy.top_1", "per_class.red.recall", "num_samples"} <= set(keys)
     assert not any(k.startswith("confusion_matrix") or k.startswith("class_names") for k in keys)
+    # The risk-coverage rows by threshold, the target, the calibration (issue 21).
+    values = dict(rows[1:])
+    assert values["risk_coverage[0.0000].images"] == "18" and "risk_coverage[0.9900].coverage" in values
+    assert {"target.threshold", "target.coverage", "ece", "ece_uncalibrated", "calibration.temperature",
+            "seen_by_run.fraction", "prediction_collapse.share"} <= set(keys)
 
 
 def test_evaluate_table_is_plain_text_when_not_a_terminal(runner, trained_run, test_dir, tmp_path):
     r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0
     assert "balanced_accuracy" in r.stdout and "top_1_accuracy" in r.stdout
+    assert "ece_uncalibrated" in r.stdout and "temperature" in r.stdout
+    assert "risk-coverage" in r.stdout and "min confidence" in r.stdout
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr
 
 
