@@ -89,6 +89,7 @@ def test_evaluate_table_is_plain_text_when_not_a_terminal(runner, trained_run, t
     assert "balanced_accuracy" in r.stdout and "top_1_accuracy" in r.stdout
     assert "ece_uncalibrated" in r.stdout and "temperature" in r.stdout
     assert "risk-coverage" in r.stdout and "min confidence" in r.stdout
+    assert re.search(r"0\.0000\W+1\.0000\W+[\d.]+\W+18\b", r.stdout)  # threshold 0 answers all 18 images
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr
 
 
