@@ -1,4 +1,5 @@
-"""PNG figures of a run: the confusion matrix (counts and row-normalized) and the training curves.
+"""PNG figures of a run: the confusion matrix (counts and row-normalized), the training curves and the reliability
+diagram.
 
 matplotlib with the Agg backend only: no display, no GUI toolkit, safe in CI and over ssh.
 """
