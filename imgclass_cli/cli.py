@@ -159,8 +159,8 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and TensorFlow logs.", envvar="IMGCLASS_DEBUG")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
-    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 a gate failed (--fail-under, --fail-over), 130 interrupted (SIGINT),
-    143 terminated (SIGTERM)."""
+    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 a gate failed (--fail-under, --fail-over),
+    130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
     _state["debug"] = debug
     from imgclass_cli._tf import set_debug
 
