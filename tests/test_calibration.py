@@ -194,3 +194,20 @@ def test_exports_carry_the_temperature(runner, calibrated_run, tmp_path):
         assert r.exit_code == 0, r.output
         target = str(out / "model.tflite") if fmt == "tflite" else str(out)
         np.testing.assert_allclose(predictors.load(target).predict(x), want, atol=2e-3)  # what predict uses
+
+
+def test_a_tampered_temperature_is_refused(runner, trained_run, test_dir, tmp_path):
+    import shutil
+
+    from imgclass_cli.model.parts import parts
+    from imgclass_cli.run import rundir
+
+    run = str(tmp_path / "run")
+    shutil.copytree(trained_run, run)
+    model, _ = rundir.load(run)
+    parts(model).set_temperature(-1.0)  # would turn every probability around
+    model.save(os.path.join(run, "model.keras"))
+    for args in (["evaluate", run, test_dir, "--out", str(tmp_path / "m.json")], ["predict", run, test_dir]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and f"Error: {run}/model.keras: its temperature is -1.0, outside 0.05 to 20" in r.stderr
+    assert not (tmp_path / "m.json").exists()

@@ -442,6 +442,9 @@ def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Itera
     from imgclass_cli.run import predictors
 
     predictor = predictors.load(run_path)
+    if getattr(predictor, "model", None) is not None:  # a run or a .keras export: its temperature is a weight we read
+        target = predictors.resolve(run_path)
+        run_temperature(predictor.model, os.path.join(target.path, files.MODEL) if target.kind == "run" else target.path)
     names = predictor.class_names
     k = max(1, min(config.top_k, len(names)))
     views = _predict_views(run_path, predictor.image_size) if config.tta else None
