@@ -159,8 +159,8 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and TensorFlow logs.", envvar="IMGCLASS_DEBUG")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ):
-    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 --fail-under gate failed, 130 interrupted (SIGINT),
-    143 terminated (SIGTERM)."""
+    """Exit codes: 0 ok, 1 job failed, 2 usage or input error, 3 a gate failed (--fail-under, --fail-over),
+    130 interrupted (SIGINT), 143 terminated (SIGTERM)."""
     _state["debug"] = debug
     from imgclass_cli._tf import set_debug
 
@@ -358,8 +358,9 @@ def evaluate(
 
     config, progress = _configs("evaluate", opts, EvalConfig, Progress)
     reporter = output.StderrReporter(quiet=progress.quiet)
-    ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage,
-                                fail_under_source=_source_name(ctx, "fail_under"))
+    ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage, info=reporter.info,
+                                fail_under_source=_source_name(ctx, "fail_under"),
+                                fail_over_source=_source_name(ctx, "fail_over"))
     report = ev.report.to_dict()
     used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
     output.print_report(report, config.format.value, title=f"{run} on {data}{used}")

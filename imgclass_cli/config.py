@@ -190,6 +190,10 @@ class TrainConfig:
                                   finetune=dict(default=0.0))
     class_weight: ClassWeight = option(ClassWeight.none, "--class-weight",
                                        help="auto: weight classes n/(k*count) (balanced) for imbalanced folders.")
+    calibrate: bool = option(True, "--calibrate/--no-calibrate",
+                             help="At the end, fit a temperature on the validation split (temperature scaling) so "
+                             "confidences match accuracy; it is saved in the model, so evaluate, predict and every "
+                             "export give calibrated probabilities. --no-calibrate keeps T = 1.")
     patience: int = option(0, "--patience", range=(0, _INF), cap=10**7, help="Stop after this many epochs without a better "
                            "val loss and keep the best weights; 0 = off.")
     resume: str | None = option(None, "--resume", metavar="PATH", show_default=False,
@@ -270,6 +274,18 @@ class Progress:
     quiet: bool = option(False, "--quiet", "-q", env="IMGCLASS_QUIET", help="No progress on stderr.")
 
 
+# Temperature scaling at the end of train and finetune (report/calibration.py): below this many validation images a
+# fitted temperature is noise, so T stays 1; a fit on a bound of TEMPERATURE_BOUNDS has no minimum inside them (a
+# validation split without mistakes) and leaves T at 1 too.
+MIN_CALIBRATION_IMAGES = 50
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+# --tta: the views averaged (run/inference.py); the corner crops keep this fraction of the side.
+TTA_CROP = 0.9
+_TTA_HELP = ("Test-time augmentation: average the probabilities over the original image, its four corner crops of "
+             f"{TTA_CROP:.0%} of the side (each resized back to the model's input size) and, for a run trained with "
+             "--augment light or strong, its horizontal flip: 6 views (5 without the flip), that many forward passes.")
+
+
 @dataclass
 class PredictConfig:
     top_k: int = option(1, "--top-k", "-k", range=(1, MAX_TOP_K), env="IMGCLASS_TOP_K",
@@ -285,6 +301,12 @@ class PredictConfig:
         None, "--shard", metavar="I/N", show_default=False, parse=options.parse_shard,
         help="Predict only part I of N (1-based) of the inputs sorted by path, duplicates removed; the N parts "
         "together are every input once (CI matrix, job arrays).")
+    min_confidence: float | None = option(
+        None, "--min-confidence", range=(0.0, 1.0), metavar="P", show_default=False,
+        help="Records whose top-1 confidence (calibrated) is below P get status unsure, with their label and "
+        "confidence still given (evaluate's risk_coverage shows what each P answers and how well).")
+    tta: bool = option(False, "--tta", help=_TTA_HELP + " An export directory or .tflite file gets the crops only "
+                       "(its training augmentation is not recorded).")
 
 
 @dataclass
@@ -295,12 +317,22 @@ class EvalConfig:
     format: EvalFormat = option(EvalFormat.table, "--format", "-f", env=("IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"),
                                 help=f"{FORMAT_HELP} csv: one metric per row.")
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
-                             help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and "
-                             "confusion_matrix.png go beside it.")
+                             help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv, "
+                             "confusion_matrix.png and reliability.png go beside it.")
     fail_under: str | None = option(
         None, "--fail-under", env="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", show_default=False,
-        help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: "
-        "top_k_accuracy.top_3, per_class.NAME.recall).")
+        help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key where "
+        "higher is better: top_k_accuracy.top_3, per_class.NAME.recall).")
+    fail_over: str | None = option(
+        None, "--fail-over", env="IMGCLASS_FAIL_OVER", metavar="METRIC=MAX,...", show_default=False,
+        help="Exit 3 if a metric where lower is better is above its maximum, e.g. ece=0.05,nll=0.4 (ece, nll, brier "
+        "and their _uncalibrated forms; seen_by_run.fraction=0 refuses images the run trained or validated on; "
+        "prediction_collapse.share).")
+    target_accuracy: float | None = option(
+        None, "--target-accuracy", range=(0.0, 1.0), metavar="ACCURACY", show_default=False,
+        help="Also find the lowest confidence threshold whose answered images reach this accuracy (metrics.json "
+        "target: the predict --min-confidence to use, and the coverage it keeps).")
+    tta: bool = option(False, "--tta", help=_TTA_HELP)
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
 

@@ -3,7 +3,7 @@
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran and failed (unexpected error, --strict prediction errors)
 EXIT_USAGE = 2  # bad option, bad input data, missing files
-EXIT_GATE = 3  # evaluate --fail-under: a metric is below its threshold
+EXIT_GATE = 3  # evaluate --fail-under / --fail-over: a metric is on the wrong side of its threshold
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2
 EXIT_TERMINATED = 143  # SIGTERM (CI runners, `timeout`, `kill`): 128 + 15
 

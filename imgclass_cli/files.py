@@ -20,7 +20,8 @@ TENSORBOARD = "tensorboard"  # --tensorboard logs (a folder)
 METRICS = "metrics.json"
 MISCLASSIFIED = "misclassified.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG)  # beside METRICS
+RELIABILITY_PNG = "reliability.png"  # the reliability diagram, before and after calibration
+EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG, RELIABILITY_PNG)  # beside METRICS
 
 RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, *EVALUATE_FILES)
 

@@ -161,3 +161,32 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the collected order, not the largest groups first
     return Scheduler(config, log)
+
+
+def make_overlapping_class_folders(root, per_class=36, seed=0, spread=16.0) -> str:
+    """Classes whose colours overlap (each image's colour is its class colour plus a random shift): a small net
+    learns them well but not perfectly, so a validation split has the mistakes that calibration learns from."""
+    rng = np.random.default_rng(seed)
+    base = {"blue": (110, 110, 130), "green": (110, 130, 110), "red": (130, 110, 110)}
+    for name, colour in base.items():
+        d = os.path.join(root, name)
+        os.makedirs(d, exist_ok=True)
+        for i in range(per_class):
+            shifted = np.asarray(colour, dtype=np.float32) + rng.normal(0, spread, size=3)
+            make_image(rng, shifted).save(os.path.join(d, f"img{i:03d}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def calibrated_run(tmp_path_factory, runner):
+    """(run, data): a small scratch run on overlapping colours with 51 validation images and some mistakes among
+    them, so train fits a temperature (not 1) at the end."""
+    from imgclass_cli.cli import app
+
+    data = make_overlapping_class_folders(tmp_path_factory.mktemp("overlapping"), per_class=34, seed=0, spread=8.0)
+    out = str(tmp_path_factory.mktemp("runs") / "calibrated")
+    result = runner.invoke(app, ["train", data, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "6",
+                                 "--augment", "none", "--val", "0.5", "--out", out, "--learning-rate", "0.003"])
+    assert result.exit_code == 0, result.output
+    assert "calibration: temperature" in result.stderr, result.stderr
+    return out, data

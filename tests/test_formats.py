@@ -25,8 +25,12 @@ METRICS_TOP_LEVEL = {
     "accuracy", "balanced_accuracy",
     "precision_macro", "recall_macro", "f1_macro",
     "precision_weighted", "recall_weighted", "f1_weighted",
+    "ece", "nll", "brier", "ece_uncalibrated", "nll_uncalibrated", "brier_uncalibrated",
     "top_k_accuracy", "per_class", "confusion_matrix",
+    "calibration", "risk_coverage", "prediction_collapse", "seen_by_run", "tta",
 }
+# Only with evaluate --target-accuracy.
+METRICS_OPTIONAL = {"target"}
 
 
 def evaluate_json(runner, run, data, out_file):
@@ -43,8 +47,16 @@ def test_metrics_json_keys_are_pinned(runner, trained_run, test_dir, tmp_path):
         assert set(report["per_class"][name]) == {"precision", "recall", "f1", "support"}
     assert report["class_names"] == ["blue", "green", "red"] and report["num_samples"] == 18
     for key in METRICS_TOP_LEVEL - {"run", "data", "split", "class_names", "top_k_accuracy", "per_class",
-                                    "confusion_matrix", "num_samples"}:
-        assert isinstance(report[key], float) and 0.0 <= report[key] <= 1.0, key
+                                    "confusion_matrix", "num_samples", "calibration", "risk_coverage",
+                                    "prediction_collapse", "seen_by_run", "tta"}:
+        upper = {"nll": 36.05, "nll_uncalibrated": 36.05, "brier": 2.0, "brier_uncalibrated": 2.0}.get(key, 1.0)
+        assert isinstance(report[key], float) and 0.0 <= report[key] <= upper, key
+    assert set(report["calibration"]) == {"temperature", "bins"} and report["calibration"]["bins"] == 15
+    assert set(report["seen_by_run"]) == {"train", "val", "of", "fraction", "checked"}
+    assert set(report["prediction_collapse"]) == {"collapsed", "class", "share"}
+    assert all(set(row) == {"threshold", "coverage", "accuracy", "images"} for row in report["risk_coverage"])
+    assert report["tta"] is None
+    assert report["seen_by_run"] == {"train": 0, "val": 0, "of": 18, "fraction": 0.0, "checked": True}  # held out
 
 
 def test_guide_documents_every_metrics_key():
@@ -52,23 +64,32 @@ def test_guide_documents_every_metrics_key():
     section = text.split("### `metrics.json`", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     documented = {key for line in rows for key in re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])}
-    assert documented == METRICS_TOP_LEVEL
+    assert documented == METRICS_TOP_LEVEL | METRICS_OPTIONAL
 
 
 def test_evaluate_csv_schema(runner, trained_run, test_dir, tmp_path):
-    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "m.json")])
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "csv", "--out", str(tmp_path / "m.json"),
+                            "--target-accuracy", "1"])
     assert r.exit_code == 0, r.output
     rows = list(csv.reader(io.StringIO(r.stdout)))
     assert rows[0] == ["metric", "value"]
     keys = [k for k, _ in rows[1:]]
     assert {"accuracy", "f1_macro", "top_k_accuracy.top_1", "per_class.red.recall", "num_samples"} <= set(keys)
     assert not any(k.startswith("confusion_matrix") or k.startswith("class_names") for k in keys)
+    # The risk-coverage rows by threshold, the target, the calibration (issue 21).
+    values = dict(rows[1:])
+    assert values["risk_coverage[0.0000].images"] == "18" and "risk_coverage[0.9900].coverage" in values
+    assert {"target.threshold", "target.coverage", "ece", "ece_uncalibrated", "calibration.temperature",
+            "seen_by_run.fraction", "prediction_collapse.share"} <= set(keys)
 
 
 def test_evaluate_table_is_plain_text_when_not_a_terminal(runner, trained_run, test_dir, tmp_path):
     r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0
     assert "balanced_accuracy" in r.stdout and "top_1_accuracy" in r.stdout
+    assert "ece_uncalibrated" in r.stdout and "temperature" in r.stdout
+    assert "risk-coverage" in r.stdout and "min confidence" in r.stdout
+    assert re.search(r"0\.0000\W+1\.0000\W+[\d.]+\W+18\b", r.stdout)  # threshold 0 answers all 18 images
     assert "\x1b[" not in r.stdout and "\x1b[" not in r.stderr
 
 
@@ -78,10 +99,11 @@ def test_misclassified_csv_and_confusion_png_beside_the_metrics(runner, trained_
                               classes={"red": COLOURS["blue"], "blue": COLOURS["red"], "green": COLOURS["green"]})
     out = tmp_path / "eval" / "metrics.json"
     report, r = evaluate_json(runner, trained_run, data, out)
-    for name in ("misclassified.csv", "confusion_matrix.png"):
+    for name in ("misclassified.csv", "confusion_matrix.png", "reliability.png"):
         assert str(out.parent / name) in r.stderr  # "wrote ..." names every file
-    with open(out.parent / "confusion_matrix.png", "rb") as f:
-        assert f.read(8) == PNG_MAGIC
+    for name in ("confusion_matrix.png", "reliability.png"):
+        with open(out.parent / name, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
     rows = list(csv.DictReader(open(out.parent / "misclassified.csv")))
     assert list(rows[0]) == ["path", "true", "predicted", "confidence"]
     wrong = report["num_samples"] - round(report["accuracy"] * report["num_samples"])

@@ -86,3 +86,61 @@ def test_fail_under_from_environment_and_typo_fails_before_evaluating(runner, tr
                             "--fail-under", "acuracy=0.9"])
     assert r.exit_code == 2 and "did you mean accuracy" in r.stderr
     assert not (tmp_path / "n.json").exists()
+
+
+# --- lower-is-better metrics: --fail-over (issue 21) ------------------------------------------------------------
+
+def test_fail_over_caps_lower_is_better_metrics():
+    parsed = gates.parse("ece=0.05, nll=0.7,brier_uncalibrated=1.5,seen_by_run.fraction=0,seen_by_run.train=3",
+                         NAMES, "--fail-over", maximum=True)
+    assert [(g.key, g.threshold, g.maximum) for g in parsed] == [
+        ("ece", 0.05, True), ("nll", 0.7, True), ("brier_uncalibrated", 1.5, True), ("seen_by_run.fraction", 0.0, True),
+        ("seen_by_run.train", 3.0, True)]
+    report = {"ece": 0.08, "nll": 0.7, "brier_uncalibrated": 0.2, "seen_by_run": {"fraction": 0.25, "train": 3}}
+    results = gates.check(report, parsed)
+    assert [r.passed for r in results] == [False, True, True, False, True]  # equal to the maximum passes
+    with pytest.raises(GateFailed) as e:
+        gates.enforce(results)
+    assert "ece 0.0800 > 0.0500 (over by 0.0300)" in e.value.message
+    assert "seen_by_run.fraction 0.2500 > 0.0000 (over by 0.2500)" in e.value.message and "nll" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    "spec, maximum, message",
+    [
+        # The opposite direction is an error that says what to write instead, never a gate that means the opposite.
+        ("ece=0.05", False, "--fail-under: ece is better when lower, so a gate on it fails when it is above its "
+                            "maximum: write --fail-over ece=THRESHOLD"),
+        ("nll_uncalibrated=0.5", False, "write --fail-over nll_uncalibrated=THRESHOLD"),
+        ("seen_by_run.fraction=0", False, "write --fail-over seen_by_run.fraction=THRESHOLD"),
+        ("accuracy=0.9", True, "--fail-over: accuracy is better when higher, so a gate on it fails when it is below "
+                               "its minimum: write --fail-under accuracy=THRESHOLD"),
+        ("per_class.red.recall=0.5", True, "write --fail-under per_class.red.recall=THRESHOLD"),
+        ("ece<=0.05", True, "expected METRIC=THRESHOLD, e.g. ece=0.05"),
+        ("ecee=0.05", True, "did you mean ece"),
+        ("ece=1.5", True, "thresholds are fractions between 0 and 1; got 1.5"),
+        ("brier=2.5", True, "the threshold of brier is between 0 and 2; got 2.5"),
+        ("nll=-1", True, "the threshold of nll is a number >= 0; got -1"),
+        ("nll=inf", True, "the threshold of nll is a number >= 0; got inf"),
+        ("seen_by_run.val=0.5", True, "seen_by_run.val counts images; the threshold is a whole number >= 0"),
+    ],
+)
+def test_gate_direction_errors_say_what_to_write(spec, maximum, message):
+    with pytest.raises(ImgclassError) as e:
+        gates.parse(spec, NAMES, "--fail-over" if maximum else "--fail-under", maximum=maximum)
+    assert message in e.value.message and e.value.exit_code == 2
+
+
+def test_fail_over_on_the_command_line_and_from_the_environment(runner, trained_run, test_dir, tmp_path):
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "-f", "json", "--out", str(tmp_path / "a.json"),
+                            "--fail-over", "ece=1,nll=36.1,prediction_collapse.share=1", "--fail-under", "accuracy=0.5"])
+    assert r.exit_code == 0, r.output
+    assert "gate ece" in r.stderr and "<= 1.0000 ok" in r.stderr and "gate accuracy" in r.stderr
+    report = json.loads(r.stdout)
+    assert [g.passed for g in gates.check(report, gates.parse("ece=0,prediction_collapse.share=0.2", NAMES,
+                                                              maximum=True))] == [report["ece"] == 0, False]
+    # The run's own training images, refused by IMGCLASS_FAIL_OVER: tests/test_confidence.py.
+    r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(tmp_path / "c.json")],
+                      env={"IMGCLASS_FAIL_OVER": "accuracy=0.9"})
+    assert r.exit_code == 2 and "Error: IMGCLASS_FAIL_OVER (--fail-over): accuracy is better when higher" in r.stderr
+    assert not (tmp_path / "c.json").exists()  # refused before the evaluation

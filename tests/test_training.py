@@ -353,13 +353,13 @@ def test_the_last_epochs_validation_is_the_final_validation_unless_early_stoppin
     from imgclass_cli.run import training
 
     passes = []
-    real = training.predict_probs
+    real = training.predict_logits
 
     def counting(model, ds, progress=None):
         passes.append(1)
         return real(model, ds, progress)
 
-    monkeypatch.setattr(training, "predict_probs", counting)
+    monkeypatch.setattr(training, "predict_logits", counting)
     cfg = TrainConfig(data=data_dir, image_size=16, epochs=3, batch_size=8, patience=patience,
                       out=str(tmp_path / "run"))
     result = training.run(cfg, Collect())

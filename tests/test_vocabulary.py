@@ -138,7 +138,8 @@ def test_every_environment_variable_is_tested():
     read = {v for c in COMMANDS for p in GROUP.commands[c].params for v in
             ([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])}
     read |= {p.envvar for p in GROUP.params if isinstance(p.envvar, str)}
-    assert read - {"IMGCLASS_FAIL_UNDER"} == {case[1] for case in ENV_CASES}  # fail-under: test_fail_under_from_env
+    # The gates: test_fail_under_from_environment_names_the_variable, test_fail_over_from_the_environment.
+    assert read - {"IMGCLASS_FAIL_UNDER", "IMGCLASS_FAIL_OVER"} == {case[1] for case in ENV_CASES}
 
 
 def test_fail_under_from_environment_names_the_variable(runner, trained_run, test_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""The files `evaluate` writes beside metrics.json: misclassified.csv and confusion_matrix.png."""
+"""The files `evaluate` writes beside metrics.json: misclassified.csv, confusion_matrix.png and reliability.png."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from imgclass_cli import files, fs
-from imgclass_cli.report import plots
+from imgclass_cli.report import calibration, plots
 
 MISCLASSIFIED_FIELDS = ["path", "true", "predicted", "confidence"]
 
@@ -31,15 +31,26 @@ def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) 
 
 def names(folder: str) -> list[str]:
     """The files `write` puts into folder."""
-    return [os.path.join(folder, files.MISCLASSIFIED), os.path.join(folder, files.CONFUSION_PNG)]
+    return [os.path.join(folder, name) for name in files.EVALUATE_FILES]
 
 
 def write(folder: str, evaluation, title: str = "") -> list[str]:
-    """Write misclassified.csv and confusion_matrix.png into folder; returns the paths written."""
+    """Write misclassified.csv, confusion_matrix.png and reliability.png into folder; returns the paths written.
+    evaluation: probs (at the run's temperature), probs_uncalibrated (T = 1), y_true, paths, report."""
     report = evaluation.report
     rows = misclassified_rows(evaluation.paths, evaluation.y_true, evaluation.probs, report.class_names)
     csv_path = os.path.join(folder, files.MISCLASSIFIED)
     fs.write_text_atomic(csv_path, fs.rows_to_csv(rows, MISCLASSIFIED_FIELDS))
     png_path = plots.confusion_matrix(report.confusion_matrix, report.class_names,
                                       os.path.join(folder, files.CONFUSION_PNG), title=title)
-    return [csv_path, png_path]
+    return [csv_path, png_path, reliability_png(folder, evaluation, title)]
+
+
+def reliability_png(folder: str, evaluation, title: str = "") -> str:
+    report = evaluation.report
+    raw = evaluation.probs if evaluation.probs_uncalibrated is None else evaluation.probs_uncalibrated
+    return plots.reliability(calibration.reliability_bins(raw, evaluation.y_true),
+                             calibration.reliability_bins(evaluation.probs, evaluation.y_true),
+                             os.path.join(folder, files.RELIABILITY_PNG),
+                             temperature=report.calibration.get("temperature", 1.0),
+                             ece_before=report.ece_uncalibrated, ece_after=report.ece, title=title)

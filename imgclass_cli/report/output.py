@@ -215,7 +215,8 @@ class StderrReporter:
             say(self.console, message)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
+        # soft_wrap: one line however long, like an error, so scripts can grep it.
+        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def stage(self, description: str, total: int | None = None, unit: str = "images") -> Stage:
         return Stage(description, total, unit=unit, quiet=self.quiet, live=self.live, console=self.console)
@@ -274,6 +275,11 @@ def report_table(report: dict, title: str) -> list[Table]:
         summary.add_row(key, _fmt(report[key]))
     for key, value in report.get("top_k_accuracy", {}).items():
         summary.add_row(f"{key}_accuracy", _fmt(value))
+    if "calibration" in report:
+        summary.add_row("temperature", f"{report['calibration']['temperature']:.4f}")
+    seen = report.get("seen_by_run")
+    if seen and seen.get("train", 0) + seen.get("val", 0):
+        summary.add_row("seen by the run", f"{seen['train']} train, {seen['val']} val of {seen['of']}")
     summary.add_row("samples", str(report["num_samples"]))
 
     per_class = Table(title="per class")
@@ -288,7 +294,32 @@ def report_table(report: dict, title: str) -> list[Table]:
         cm.add_column(escape(name), justify="right")
     for name, row in zip(report["class_names"], report["confusion_matrix"]):
         cm.add_row(escape(name), *(str(v) for v in row))
-    return [summary, per_class, cm]
+    tables = [summary, per_class, cm]
+    if report.get("risk_coverage"):
+        tables.append(risk_coverage_table(report))
+    return tables
+
+
+def _threshold_text(t: float) -> str:
+    """4 decimals, or every digit when 4 would round it (a threshold must be typed as it is to do the same)."""
+    return f"{t:.4f}" if abs(t - round(t, 4)) < 1e-12 else repr(t)
+
+
+def risk_coverage_table(report: dict) -> Table:
+    """What `predict --min-confidence T` would answer on this data, and how well (plus the --target-accuracy
+    threshold when one was asked for)."""
+    t = Table(title="risk-coverage")
+    for col in ("min confidence", "coverage", "accuracy", "images"):
+        t.add_column(col, justify="right")
+    for row in report["risk_coverage"]:
+        t.add_row(_threshold_text(row["threshold"]), f"{row['coverage']:.4f}",
+                  "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}", str(row["images"]))
+    target = report.get("target")
+    if target:
+        t.caption = (f"target accuracy {target['accuracy']:g}: --min-confidence {_threshold_text(target['threshold'])} "
+                     f"answers {target['images']} images ({target['coverage']:.1%})" if target["reachable"] else
+                     f"target accuracy {target['accuracy']:g}: not reachable at any confidence threshold")
+    return t
 
 
 def print_report(report: dict, fmt: str, title: str = "metrics") -> None:
@@ -306,12 +337,17 @@ def print_report(report: dict, fmt: str, title: str = "metrics") -> None:
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
-    """Nested metrics -> {"per_class.ants.f1": 0.9, ...}; lists (class names, confusion matrix) are skipped."""
+    """Nested metrics -> {"per_class.ants.f1": 0.9, ...}; risk_coverage rows by threshold
+    (risk_coverage[0.9000].coverage); other lists (class names, confusion matrix, tta views) are skipped."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
+        elif key == "risk_coverage" and isinstance(v, list):
+            for row in v:
+                for field in ("coverage", "accuracy", "images"):
+                    out[f"{key}[{row['threshold']:.4f}].{field}"] = row[field]
         elif not isinstance(v, list):
             out[key] = v
     return out
@@ -373,7 +409,7 @@ def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -
                 header += [f"label_{i}", f"score_{i}"]
         w.writerow(header + ["error"])
     for rec in records:
-        if rec["status"] != "ok":
+        if rec["status"] == "error":  # "unsure" is an answer (below --min-confidence), not an error
             errors += 1
             on_error(rec)
         if fmt == "jsonl":
@@ -385,28 +421,40 @@ def write_predictions(records: Iterable[dict], fmt: str, top_k: int, on_error) -
         else:
             rows.append(rec)
     if fmt == "table":
-        t = Table()
-        t.add_column("path", overflow="fold")
-        t.add_column("label")
-        t.add_column("confidence", justify="right")
-        if top_k > 1:
-            t.add_column(f"top {top_k}")
-        for rec in rows:
-            cells = [escape(rec["path"]), escape(rec["label"]) if rec["label"] else f"[red]error: {escape(rec['error'])}[/]",
-                     "" if rec["confidence"] is None else f"{rec['confidence']:.4f}"]
-            if top_k > 1:
-                cells.append(", ".join(f"{escape(e['label'])} {e['score']:.3f}" for e in rec["top_k"]))
-            t.add_row(*cells)
-        stdout().print(t)
+        stdout().print(_predictions_table(rows, top_k))
     return errors
 
 
+def _predictions_table(rows: list[dict], top_k: int) -> Table:
+    """predict's table; a status column when some record is unsure (below --min-confidence)."""
+    unsure = any(rec["status"] == "unsure" for rec in rows)
+    t = Table()
+    t.add_column("path", overflow="fold")
+    t.add_column("label")
+    t.add_column("confidence", justify="right")
+    if unsure:
+        t.add_column("status")
+    if top_k > 1:
+        t.add_column(f"top {top_k}")
+    for rec in rows:
+        cells = [escape(rec["path"]), escape(rec["label"]) if rec["label"] else f"[red]error: {escape(rec['error'])}[/]",
+                 "" if rec["confidence"] is None else f"{rec['confidence']:.4f}"]
+        if unsure:
+            cells.append("[yellow]unsure[/]" if rec["status"] == "unsure" else rec["status"])
+        if top_k > 1:
+            cells.append(", ".join(f"{escape(e['label'])} {e['score']:.3f}" for e in rec["top_k"]))
+        t.add_row(*cells)
+    return t
+
+
 def print_gates(results) -> None:
-    """One line per --fail-under gate on stderr: metric, value, threshold, pass or by how much it fell short."""
+    """One line per gate on stderr: metric, value, threshold, pass or by how much it missed (--fail-under: short
+    by; --fail-over: over by)."""
     con = stderr()
     for r in results:
-        verdict = "[green]ok[/]" if r.passed else f"[bold red]FAILED[/] (short by {r.shortfall:.4f})"
-        sign = ">=" if r.passed else "<"
+        miss = "over by" if r.gate.maximum else "short by"
+        verdict = "[green]ok[/]" if r.passed else f"[bold red]FAILED[/] ({miss} {r.shortfall:.4f})"
+        sign = ("<=" if r.passed else ">") if r.gate.maximum else (">=" if r.passed else "<")
         con.print(f"gate {escape(r.gate.key)} {r.value:.4f} {sign} {r.gate.threshold:.4f} {verdict}", highlight=False)
 
 

@@ -1,4 +1,5 @@
-"""PNG figures of a run: the confusion matrix (counts and row-normalized) and the training curves.
+"""PNG figures of a run: the confusion matrix (counts and row-normalized), the training curves and the reliability
+diagram.
 
 matplotlib with the Agg backend only: no display, no GUI toolkit, safe in CI and over ssh.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 
 import numpy as np
 
@@ -189,3 +191,49 @@ def move_tensorboard_logs(logdir: str, out: str) -> str | None:
     dest = os.path.join(out, files.TENSORBOARD)  # a new run directory has none; its own marker keeps it ours
     shutil.move(logdir, dest)
     return dest
+
+
+# ---------------------------------------------------------------- reliability diagram (`evaluate`)
+
+def reliability(before, after, path: str, *, temperature: float, ece_before: float, ece_after: float,
+                title: str = "") -> str:
+    """The reliability diagram of the top-1 confidence before (T = 1) and after calibration: accuracy against mean
+    confidence per bin (report.calibration.reliability_bins), the diagonal of a calibrated model, and how many
+    images fall in each bin below; the ECE of each in the legend."""
+    fig = reliability_figure(before, after, temperature=temperature, ece_before=ece_before, ece_after=ece_after,
+                             title=title)
+    try:
+        _save(fig, path)
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def reliability_figure(before, after, *, temperature: float, ece_before: float, ece_after: float, title: str = ""):
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
+    try:
+        top.plot([0, 1], [0, 1], ":", color="grey", label="calibrated (confidence = accuracy)")
+        series = ((before, f"before: T = 1, ECE {ece_before:.4f}", "tab:red", "s--"),
+                  (after, f"after: T = {temperature:.3g}, ECE {ece_after:.4f}", "tab:blue", "o-"))
+        edges = [b.lower for b in before] + [before[-1].upper] if before else [0.0, 1.0]
+        for bins, label, colour, style in series:
+            used = [b for b in bins if b.images]
+            top.plot([b.confidence for b in used], [b.accuracy for b in used], style, color=colour, markersize=5,
+                     label=label)
+            bottom.stairs([b.images for b in bins], edges, color=colour, linewidth=1.5)
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1.02)
+        top.set_ylabel("accuracy in the bin")
+        # Wrapped: a run and a data path can be longer than the figure is wide.
+        top.set_title(textwrap.fill(f"reliability: {title}" if title else "reliability of the top-1 confidence", 60),
+                      fontsize=10)
+        top.grid(alpha=0.3)
+        top.legend(loc="upper left", fontsize=9)
+        bottom.set_xlabel(f"top-1 confidence ({len(before)} equal-width bins)")
+        bottom.set_ylabel("images")
+        bottom.grid(alpha=0.3)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig

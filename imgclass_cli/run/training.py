@@ -16,6 +16,8 @@ from imgclass_cli import __version__, files, fs, interrupts
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     Augment,
+    MIN_CALIBRATION_IMAGES,
+    TEMPERATURE_BOUNDS,
     ClassWeight,
     TrainConfig,
     auto_batch_size,
@@ -26,11 +28,11 @@ from imgclass_cli.data import dataset, pipeline, tfrecord, verify
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.model import build, feature_cache, phases
 from imgclass_cli.model.parts import parts
-from imgclass_cli.report import plots
-from imgclass_cli.report.metrics import Report, compute_report
+from imgclass_cli.report import calibration, plots
+from imgclass_cli.report.metrics import Report, collapse_message, compute_report
 from imgclass_cli.run import checkpoints as ckpt
 from imgclass_cli.run import distribute, preflight, rundir
-from imgclass_cli.run.inference import predict_probs
+from imgclass_cli.run.inference import predict_logits
 
 
 class Reporter(Protocol):
@@ -81,11 +83,12 @@ def _keras_callback(reporter: Reporter, epochs: int, steps: int):
 
 
 def _validation_callback(model, val_ds, loss_fn):
-    """Validation after every epoch with imgclass's traced forward pass (inference.predict_probs) instead of Keras
+    """Validation after every epoch with imgclass's traced forward pass (inference.predict_logits) instead of Keras
     fit's own: it puts val_loss and val_accuracy into the epoch's logs for the callbacks after it (put it first),
-    and keeps the epoch's (labels, probabilities) as `last`. When the weights have not changed since the last
-    epoch, `last` is the final validation, so the validation images are not run through the model a second
-    time. A deferred SIGINT/SIGTERM is acted on between its batches, as between Keras' validation batches."""
+    and keeps the epoch's (labels, logits) as `last` (calibration fits its temperature on them). When the weights
+    have not changed since the last epoch, `last` is the final validation, so the validation images are not run
+    through the model a second time. A deferred SIGINT/SIGTERM is acted on between its batches, as between Keras'
+    validation batches."""
 
     class _Validate(keras().callbacks.Callback):
         last = None
@@ -94,10 +97,10 @@ def _validation_callback(model, val_ds, loss_fn):
             self.last = None
 
         def on_epoch_end(self, epoch, logs=None):
-            labels, probs = predict_probs(model, val_ds, progress=lambda done: interrupts.check())
-            if logs is not None:
-                logs.update(distribute.val_logs(loss_fn, labels, probs))
-            self.last = (labels, probs)
+            labels, logits = predict_logits(model, val_ds, progress=lambda done: interrupts.check())
+            if logs is not None:  # T is 1 while training: these are the model's probabilities
+                logs.update(distribute.val_logs(loss_fn, labels, calibration.softmax(logits[0]).astype(np.float32)))
+            self.last = (labels, logits[0])
 
     return _Validate()
 
@@ -196,18 +199,64 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, 
         raise _interrupted(e, config, out, None) from None
     counts = {split: len(samples) for split, samples in data.splits.items()}
     history, val_pred = _fit(model, config, data, image_size, reporter, callbacks, dist, timings)
-    report = None
-    if val_pred is not None:
-        y, probs = val_pred
-        report = compute_report(y, probs, data.class_names, extra={"data": tfrecord.absolute(data.root), "split": "val"})
+    report, calibration = _calibrated_report(model, config, data, val_pred, reporter)
     try:
         recorded = _save_run(out, force, config, data, image_size, model, history, report, reporter, dist,
-                             timings, started)
+                             timings, started, calibration)
     except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
         raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
     return TrainResult(out, data.class_names, counts, image_size, history, report, time.time() - started,
                        timings=recorded)
+
+
+def _calibrated_report(model, config: TrainConfig, data, val_pred, reporter: Reporter) -> tuple[Report | None, dict]:
+    """Temperature scaling on the final validation pass's logits (set in the model before it is saved, so every
+    later command and export gives calibrated probabilities), then the validation metrics at that temperature.
+    Returns (report or None, config.json's calibration record)."""
+    if val_pred is None:
+        reporter.info("calibration: no validation split; the temperature stays 1")
+        return None, {"temperature": 1.0, "fitted_on": None, "images": 0, "reason": "no validation split"}
+    y, logits = val_pred
+    record = _calibrate(model, config, y, logits, reporter)
+    t = record["temperature"]
+    n = len(y)
+    extra = {"data": tfrecord.absolute(data.root), "split": "val",
+             "seen_by_run": {"train": 0, "val": n, "of": n, "fraction": 1.0 if n else 0.0, "checked": True},
+             "tta": None}
+    report = compute_report(y, calibration.softmax(logits, t), data.class_names, extra=extra,
+                            probs_uncalibrated=calibration.softmax(logits), temperature=t)
+    collapsed = collapse_message(report.prediction_collapse, n)
+    if collapsed:
+        reporter.warn(f"validation: {collapsed}")
+    return report, record
+
+
+def _calibrate(model, config: TrainConfig, y, logits, reporter: Reporter) -> dict:
+    """Fit T on the validation logits (report.calibration.fit_temperature) and set it in the model's
+    TemperatureSoftmax; T stays 1 with --no-calibrate, below MIN_CALIBRATION_IMAGES, or when the fit has no
+    minimum inside TEMPERATURE_BOUNDS (a validation split without mistakes)."""
+    n = len(y)
+    if not config.calibrate:
+        return {"temperature": 1.0, "fitted_on": None, "images": n, "reason": "--no-calibrate"}
+    if n < MIN_CALIBRATION_IMAGES:
+        reporter.info(f"calibration: {n} validation images, fewer than the {MIN_CALIBRATION_IMAGES} a temperature "
+                      "needs; the temperature stays 1")
+        return {"temperature": 1.0, "fitted_on": None, "images": n,
+                "reason": f"fewer than {MIN_CALIBRATION_IMAGES} validation images"}
+    fit = calibration.fit_temperature(logits, y, TEMPERATURE_BOUNDS)
+    if fit.at_bound:
+        why = ("the model makes no mistake on the validation split: nothing to calibrate against" if not fit.mistakes
+               else f"the validation NLL has no minimum between temperatures {TEMPERATURE_BOUNDS[0]:g} and "
+               f"{TEMPERATURE_BOUNDS[1]:g}")
+        reporter.info(f"calibration: {why}; the temperature stays 1")
+        return {"temperature": 1.0, "fitted_on": None, "images": n, "nll_before": fit.nll_before,
+                "reason": "no mistakes on the validation split" if not fit.mistakes else "no minimum inside the bounds"}
+    parts(model).set_temperature(fit.temperature)
+    reporter.info(f"calibration: temperature {fit.temperature:.3f} fitted on {n} validation images (NLL "
+                  f"{fit.nll_before:.4f} -> {fit.nll_after:.4f})")
+    return {"temperature": fit.temperature, "fitted_on": "val", "images": n, "nll_before": fit.nll_before,
+            "nll_after": fit.nll_after}
 
 
 def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter: Reporter, dist, timings, said):
@@ -346,7 +395,7 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
               report: Report | None, reporter: Reporter, dist: distribute.Distribution, timings: Timings,
-              started: float) -> dict:
+              started: float, calibration_record: dict | None = None) -> dict:
     """Writes the run; returns the timings it recorded (what train and finetune print)."""
     root = tfrecord.absolute(data.root)
     split_rows = [
@@ -370,6 +419,7 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
             "normalization": "inside the model (Rescaling for scratch CNNs, the backbone's preprocess_input)",
         },
         "distribute": dist.record(),
+        "calibration": calibration_record or {"temperature": 1.0, "fitted_on": None},
         "versions": rundir.library_versions(),
     }
     with fs.staged(out, force, fs.RUN) as tmp:
@@ -539,7 +589,7 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
                dist: distribute.Distribution | None = None, timings: Timings | None = None):
     """Phase 1 (and phase 2 with --unfreeze), on the feature cache or the plain pipeline.
 
-    Returns (history rows, (val labels, val probabilities) or None). Saves a checkpoint after every epoch;
+    Returns (history rows, (val labels, val logits) or None). Saves a checkpoint after every epoch;
     on Ctrl-C saves one and raises an ImgclassError with exit code 130 naming it.
     """
     folder = fs.make_owned_dir(ckpt.checkpoint_dir(out), fs.CHECKPOINT)
@@ -616,7 +666,7 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
     if custom and data.splits.get("val"):
         labels = np.array([s.label for s in data.splits["val"]])
         val = distribute.Validation(fit.val, labels, dist.positions("val", len(labels)))
-    last_validation = None  # (labels, probabilities) of the last epoch run, at the weights fit ended with
+    last_validation = None  # (labels, logits) of the last epoch run, at the weights fit ended with
     if not custom:  # Keras fit iterates this very dataset: its iterators are counted (see _continue_randomness)
         fit.train = _counted(_with_class_weights(fit.train, weights))
         loop.data = fit.train
@@ -631,13 +681,17 @@ def _fit_loop(model, fit: FitData, plan: list[Phase], two_phases: bool, config: 
             last_validation = _fit_phase(model, fit, phase, initial, restore, two_phases, loop, data, reporter,
                                          callbacks, weights, val, dist, timings)
             interrupts.check()
-        with timings("final_validation"):
-            if val is not None:
-                result = loop.history, (val.labels, distribute.validate(dist, fit.model, val, num_classes))
+        with timings("final_validation"):  # (labels, logits): calibration fits its temperature on them
+            if val is not None:  # the custom loop's validation gives probabilities: their log (logits + a constant)
+                probs = distribute.validate(dist, fit.model, val, num_classes)
+                result = loop.history, (val.labels, np.log(np.maximum(probs.astype(np.float64), 1e-30)))
             elif last_validation is not None and config.patience == 0:  # early stopping may restore other weights
                 result = loop.history, last_validation
+            elif fit.val is not None and not custom:
+                labels, logits = predict_logits(fit.model, fit.val)
+                result = loop.history, (labels, logits[0])
             else:
-                result = loop.history, predict_probs(fit.model, fit.val) if fit.val is not None and not custom else None
+                result = loop.history, None
         interrupts.check()
         return result
     except KeyboardInterrupt as e:
