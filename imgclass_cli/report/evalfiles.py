@@ -30,8 +30,8 @@ def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) 
 
 
 def names(folder: str) -> list[str]:
-    """The files `write` puts into folder."""
-    return [os.path.join(folder, files.MISCLASSIFIED), os.path.join(folder, files.CONFUSION_PNG)]
+    """Every file evaluate puts beside metrics.json (files.EVALUATE_FILES: `write`'s and the report's)."""
+    return [os.path.join(folder, name) for name in files.EVALUATE_FILES]
 
 
 def write(folder: str, evaluation, title: str = "") -> list[str]:
