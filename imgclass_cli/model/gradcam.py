@@ -24,8 +24,9 @@ class GradCam:
     def __init__(self, model):
         try:
             self.parts = parts(model)
-        except ImgclassError as e:
-            raise ImgclassError(f"Grad-CAM needs a convolutional feature map: {e.message}") from None
+        except ImgclassError as e:  # no 4-D feature map before the pooling, or not a classifier imgclass built
+            why = e.message.removeprefix(f"{model.name}: ")
+            raise ImgclassError(f"Grad-CAM cannot explain {model.name}: {why}") from None
         self.image_size = int(self.parts.resize.height)
         t = tf()
         size = self.image_size

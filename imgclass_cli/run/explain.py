@@ -151,7 +151,10 @@ def _records(run_path, info, paths, targets, wanted, out, batch_size, progress) 
     from imgclass_cli.model.gradcam import GradCam
 
     model, _ = rundir.load(run_path)
-    cam = GradCam(model)
+    try:
+        cam = GradCam(model)
+    except ImgclassError as e:
+        raise ImgclassError(f"{os.path.join(run_path, files.MODEL)}: {e.message}") from None
     os.makedirs(out, exist_ok=True)
     done = 0
     for start_at in range(0, len(paths), batch_size):
