@@ -15,7 +15,7 @@ from imgclass_cli.report.metrics import METRIC_KEYS
 # The calibration keys of metrics.json, in the order the page shows them (each when present).
 CALIBRATION_KEYS = ("ece", "ece_uncalibrated", "nll", "nll_uncalibrated", "brier", "brier_uncalibrated")
 RISK_COLUMNS = ("threshold", "coverage", "accuracy", "images")
-MATRIX_TABLE_CLASSES = 20  # up to this many classes the confusion matrix is also a table of numbers
+FIGURE_WIDTH = 960  # CSS pixels
 
 
 @dataclass
@@ -73,16 +73,18 @@ def _per_class(metrics: dict, gallery: Gallery) -> html.Section:
                         anchor="per-class")
 
 
-def _confusion(metrics: dict, confusion_png: bytes | None) -> html.Section:
-    names = list(metrics.get("class_names") or [])
-    blocks = []
-    if confusion_png:
-        blocks.append(html.Image(confusion_png, "confusion matrix: counts and row-normalized"))
-    matrix = metrics.get("confusion_matrix")
-    if isinstance(matrix, list) and len(names) <= MATRIX_TABLE_CLASSES and len(matrix) == len(names):
-        blocks.append(html.Table(["true \\ predicted", *names], [[n, *row] for n, row in zip(names, matrix)],
-                                 caption="rows: true class, columns: predicted class"))
-    return html.Section("Confusion matrix", blocks, anchor="confusion")
+def _figure(png: bytes, alt: str) -> html.Image:
+    """A figure shown at most FIGURE_WIDTH pixels wide (matplotlib's are wider for many classes)."""
+    w, h = html.png_size(png)
+    scale = min(1.0, FIGURE_WIDTH / max(w, 1))
+    return html.Image(png, alt, width=round(w * scale), height=round(h * scale))
+
+
+def _confusion(confusion_png: bytes | None) -> html.Section | None:
+    if not confusion_png:
+        return None
+    return html.Section("Confusion matrix", [_figure(confusion_png, "confusion matrix: counts and row-normalized")],
+                        anchor="confusion")
 
 
 def _calibration(metrics: dict, reliability_png: bytes | None) -> html.Section | None:
@@ -93,7 +95,7 @@ def _calibration(metrics: dict, reliability_png: bytes | None) -> html.Section |
         return None
     blocks = [html.Table(["metric", "value"], rows)] if rows else []
     if reliability_png:
-        blocks.append(html.Image(reliability_png, "reliability diagram, before and after calibration"))
+        blocks.append(_figure(reliability_png, "reliability diagram, before and after calibration"))
     return html.Section("Calibration", blocks, anchor="calibration")
 
 
@@ -139,8 +141,8 @@ def _gallery(gallery: Gallery, class_names: list[str]) -> list[html.Section]:
                                                                             empty="no mistakes")], anchor="mistakes")
     per = [html.Section(name, [html.Gallery([_card(m) for m in gallery.by_class[name]])], anchor=f"class-{i}")
            for i, name in enumerate(class_names) if gallery.by_class.get(name)]
-    by_class = html.Section("Mistakes by true class", per or [html.Paragraph("no mistakes", muted=True)],
-                            anchor="mistakes-by-class")
+    by_class = html.Section("Mistakes by true class", [html.Columns(per)] if per else
+                            [html.Paragraph("no mistakes", muted=True)], anchor="mistakes-by-class")
     return [overall, by_class]
 
 
@@ -152,7 +154,7 @@ def page(metrics: dict, title: str, confusion_png: bytes | None = None, reliabil
     subtitle = [f"{metrics.get('num_samples', 0):,} images, {len(names)} classes"
                 + (f", {metrics['split']} split" if metrics.get("split") not in (None, "all") else "")]
     subtitle += [f"{key}: {metrics[key]}" for key in ("run", "data") if isinstance(metrics.get(key), str)]
-    sections = [_headline(metrics), _per_class(metrics, gallery), _confusion(metrics, confusion_png),
+    sections = [html.Columns([_headline(metrics), _per_class(metrics, gallery)]), _confusion(confusion_png),
                 _calibration(metrics, reliability_png), _risk_coverage(metrics), *_gallery(gallery, names)]
     return html.render(html.Page(title, [s for s in sections if s is not None], subtitle))
 

@@ -32,6 +32,8 @@ figure{margin:8px 0}figure img{max-width:100%;height:auto}figcaption{color:#666;
 .card .images{display:flex;gap:4px}.card img{image-rendering:pixelated;display:block}
 .card p{margin:2px 0;font-size:12px;overflow-wrap:anywhere}
 nav a{margin-right:12px}
+.columns{display:flex;flex-wrap:wrap;gap:8px 40px;align-items:flex-start}
+.columns>section>h3{margin-top:12px}
 """
 
 
@@ -44,6 +46,12 @@ def data_uri(png: bytes) -> str:
     if not isinstance(png, bytes) or not png.startswith(PNG_SIGNATURE):
         raise ValueError("report/html.py embeds PNG images only")
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) of PNG bytes, from the IHDR chunk."""
+    data_uri(png)  # checks the signature
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 def _checked(name: str) -> str:
@@ -107,14 +115,22 @@ class Gallery:
 @dataclass(frozen=True)
 class Section:
     title: str
-    blocks: list = field(default_factory=list)  # Paragraph, Table, Image, Gallery, or a nested Section
+    blocks: list = field(default_factory=list)  # Paragraph, Table, Image, Gallery, a nested Section or Columns
     anchor: str | None = None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Sections side by side, wrapping onto more rows when the window is narrow (two short tables; a group of
+    small galleries)."""
+
+    sections: list[Section]
 
 
 @dataclass(frozen=True)
 class Page:
     title: str
-    sections: list[Section]
+    sections: list  # Section or Columns of them
     subtitle: list[str] = field(default_factory=list)
     contents: bool = True  # a line of links to the sections that have an anchor
 
@@ -167,6 +183,8 @@ def _block(block, level: int) -> str:
         return '<div class="gallery">\n' + "".join(_card(c) for c in block.cards) + "</div>\n"
     if isinstance(block, Section):
         return _section(block, level + 1)
+    if isinstance(block, Columns):
+        return _columns(block, level + 1)
     raise TypeError(f"report/html.py cannot render {type(block).__name__}")
 
 
@@ -176,10 +194,19 @@ def _section(s: Section, level: int = 2) -> str:
         + "</section>\n"
 
 
+def _columns(c: Columns, level: int) -> str:
+    return '<div class="columns">\n' + "".join(_section(s, level) for s in c.sections) + "</div>\n"
+
+
+def _top(item) -> str:
+    return _columns(item, 2) if isinstance(item, Columns) else _section(item)
+
+
 def render(page: Page) -> str:
     """The page as one HTML document (a str; write it as UTF-8)."""
     subtitle = "".join(f'<p class="muted">{text(line)}</p>\n' for line in page.subtitle)
-    links = [f'<a href="#{_checked(s.anchor)}">{text(s.title)}</a>' for s in page.sections if s.anchor]
+    tops = [s for item in page.sections for s in (item.sections if isinstance(item, Columns) else [item])]
+    links = [f'<a href="#{_checked(s.anchor)}">{text(s.title)}</a>' for s in tops if s.anchor]
     nav = f"<nav>{''.join(links)}</nav>\n" if page.contents and links else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -187,6 +214,6 @@ def render(page: Page) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{text(page.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
         f"<header><h1>{text(page.title)}</h1>\n{subtitle}{nav}</header>\n"
-        + "".join(_section(s) for s in page.sections)
+        + "".join(_top(item) for item in page.sections)
         + "</body>\n</html>\n"
     )
