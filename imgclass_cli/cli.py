@@ -353,7 +353,8 @@ def evaluate(
     ctx: typer.Context,
     **opts,
 ):
-    """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
+    """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA, and report.html:
+    one page with them and the most confident mistakes beside their Grad-CAM heatmaps."""
     from imgclass_cli.report import output
     from imgclass_cli.run import inference
 

@@ -288,8 +288,8 @@ class EvalConfig:
     format: EvalFormat = option(EvalFormat.table, "--format", "-f", env=("IMGCLASS_EVALUATE_FORMAT", "IMGCLASS_FORMAT"),
                                 help=f"{FORMAT_HELP} csv: one metric per row.")
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
-                             help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv and "
-                             "confusion_matrix.png go beside it.")
+                             help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv, "
+                             "confusion_matrix.png, report.html and mistakes.png go beside it.")
     fail_under: str | None = option(
         None, "--fail-under", env="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", show_default=False,
         help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key: "
