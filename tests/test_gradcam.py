@@ -107,5 +107,6 @@ def test_a_model_without_a_feature_map_is_one_clear_error():
     inp = K.Input((None, None, 3))
     x = K.layers.Rescaling(1 / 255)(K.layers.Resizing(8, 8)(inp))
     model = K.Model(inp, TemperatureSoftmax()(K.layers.Dense(2)(K.layers.Flatten()(x))), name="flat")
-    with pytest.raises(ImgclassError, match="^Grad-CAM cannot explain flat: has no convolutional feature map before its pooling layer$"):
+    message = "^Grad-CAM cannot explain flat: has no convolutional feature map before its pooling layer$"
+    with pytest.raises(ImgclassError, match=message):
         GradCam(model)

@@ -46,7 +46,9 @@ def _number(value) -> float | None:
 
 def _temperature(metrics: dict) -> float | None:
     nested = metrics.get("calibration")
-    return _number(nested.get("temperature")) if isinstance(nested, dict) else _number(metrics.get("calibration.temperature"))
+    if isinstance(nested, dict):
+        return _number(nested.get("temperature"))
+    return _number(metrics.get("calibration.temperature"))
 
 
 def _headline(metrics: dict) -> html.Section:

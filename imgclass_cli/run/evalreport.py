@@ -97,9 +97,21 @@ def _beside(folder: str, name: str) -> bytes | None:
         return None
 
 
-def write(folder: str, evaluation, metrics: dict, run_path: str, config, title: str = "") -> list[str]:
+def write(folder: str, evaluation, metrics: dict, run_path: str, config, title: str = "", warn=None) -> list[str]:
     """Write report.html and mistakes.png into folder (beside metrics.json and the figures evaluate wrote there
-    first); returns their paths. The reliability diagram is shown when this evaluation has calibration metrics."""
+    first); returns their paths. The reliability diagram is shown when this evaluation has calibration metrics.
+    A report that cannot be drawn warns and returns [] (the evaluation stands); a full disk still fails."""
+    try:
+        return _write(folder, evaluation, metrics, run_path, config, title)
+    except (fs.WriteFailed, KeyboardInterrupt):
+        raise
+    except Exception as e:  # a drawing problem must not throw away an evaluation whose metrics are written
+        if warn is not None:
+            warn(f"could not write {files.REPORT_HTML} and {files.MISTAKES_PNG}: {type(e).__name__}: {e}")
+        return []
+
+
+def _write(folder: str, evaluation, metrics: dict, run_path: str, config, title: str) -> list[str]:
     shown = gallery(run_path, evaluation, config.gallery, config.batch_size)
     reliability = _beside(folder, files.RELIABILITY_PNG) if "ece" in metrics else None
     page = evalpage.page(metrics, title or "imgclass evaluate", _beside(folder, files.CONFUSION_PNG), reliability,

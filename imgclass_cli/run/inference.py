@@ -66,7 +66,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None
     fs.write_json_atomic(target, report)
     ev.metrics_file = target
     ev.files = evalfiles.write(folder, ev, title=f"{run_path} on {data_path}")
-    ev.files += evalreport.write(folder, ev, report, run_path, config, title=f"{run_path} on {data_path}")
+    ev.files += evalreport.write(folder, ev, report, run_path, config, f"{run_path} on {data_path}", warn=warn)
     fs.record(folder, [ev.metrics_file, *ev.files])  # so a later evaluate may replace them, and nothing else
     ev.gates = gates.check(report, gate_list)
     return ev
