@@ -19,6 +19,7 @@ from imgclass_cli import __version__, options
 from imgclass_cli.config import (
     BackbonesConfig,
     EvalConfig,
+    ExplainConfig,
     ExportConfig,
     PredictConfig,
     PrepareConfig,
@@ -352,7 +353,8 @@ def evaluate(
     ctx: typer.Context,
     **opts,
 ):
-    """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA."""
+    """Accuracy, precision, recall, F1, per-class metrics and the confusion matrix of RUN on DATA, and report.html:
+    one page with them and the most confident mistakes beside their Grad-CAM heatmaps."""
     from imgclass_cli.report import output
     from imgclass_cli.run import inference
 
@@ -402,6 +404,26 @@ def _counted(records, progress):
         progress.advance()
         yield r
     progress.close()
+
+
+@command(ExplainConfig, Progress)
+def explain(
+    run: RunArg,
+    images: Annotated[list[str], typer.Argument(metavar="IMAGE", help="Image files, or folders of them (recursive).", show_default=False)],
+    **opts,
+):
+    """Where RUN's model looks (Grad-CAM) in each IMAGE: OUT/NAME.png (the image beside its heatmap overlay) and
+    OUT/NAME.npy (the heatmap, float32 0..1, the image's height x width); one JSON record per image on stdout."""
+    from imgclass_cli.report import output
+    from imgclass_cli.run import explain as explainer
+
+    config, progress = _configs("explain", opts, ExplainConfig, Progress)
+    with output.Stage("explaining", quiet=progress.quiet) as bar:
+        job = explainer.start(str(run), images, config, progress=bar)
+        bar.update(0, job.total)
+        output.write_jsonl(job.records)
+    if not progress.quiet:
+        output.say(output.stderr(), f"wrote {job.total} heatmap(s) to {job.out}")
 
 
 @command(ExportConfig, Progress, name="export")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from imgclass_cli import options
+from imgclass_cli.files import EXPLAIN_DIR
 from imgclass_cli.options import option
 
 
@@ -77,6 +78,7 @@ RESIZE_INTERPOLATION = "bilinear"
 RESIZE_ANTIALIAS = True
 DEFAULT_SEED = 42
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_GALLERY = 24  # evaluate --gallery: four rows of six, enough to see a pattern, cheap enough (Grad-CAM of 2N)
 
 
 class AutoRule:
@@ -318,7 +320,7 @@ class EvalConfig:
                                 help=f"{FORMAT_HELP} csv: one metric per row.")
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
                              help="Write the metrics JSON here instead of RUN/metrics.json; misclassified.csv, "
-                             "confusion_matrix.png and reliability.png go beside it.")
+                             "confusion_matrix.png, reliability.png, report.html and mistakes.png go beside it.")
     fail_under: str | None = option(
         None, "--fail-under", env="IMGCLASS_FAIL_UNDER", metavar="METRIC=MIN,...", show_default=False,
         help="Exit 3 if a metric is below its threshold, e.g. accuracy=0.9,f1_macro=0.85 (any metrics.json key where "
@@ -335,6 +337,20 @@ class EvalConfig:
     tta: bool = option(False, "--tta", help=_TTA_HELP)
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
+                          env="IMGCLASS_GALLERY",
+                          help="report.html and mistakes.png: the N most confident mistakes, each beside its "
+                          "Grad-CAM heatmap, and per true class its most confident ones (up to N in all); 0: none.")
+
+
+@dataclass
+class ExplainConfig:
+    class_name: str | None = option(None, "--class", metavar="NAME", show_default=False,
+                                    help="Explain this class instead of the predicted one.")
+    out: str | None = option(None, "--out", "-o", metavar="DIR", show_default=False,
+                             help=f"Folder for NAME.png and NAME.npy per image [default: RUN/{EXPLAIN_DIR}]; a file "
+                             "of yours there is never replaced.")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
 
 
 class ExportFormat(str, Enum):

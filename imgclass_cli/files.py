@@ -15,13 +15,16 @@ SPLIT = "split.csv"  # which image was in train and which in val
 TIMINGS = "timings.json"  # seconds per stage
 CURVES_PNG = "training_curves.png"
 TENSORBOARD = "tensorboard"  # --tensorboard logs (a folder)
+EXPLAIN_DIR = "explain"  # `imgclass explain` without --out: NAME.png and NAME.npy per image (a folder)
 
 # What evaluate writes (into the run directory, or beside `evaluate --out FILE`).
 METRICS = "metrics.json"
 MISCLASSIFIED = "misclassified.csv"
 CONFUSION_PNG = "confusion_matrix.png"
-RELIABILITY_PNG = "reliability.png"  # the reliability diagram, before and after calibration
-EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG, RELIABILITY_PNG)  # beside METRICS
+RELIABILITY_PNG = "reliability.png"  # the reliability diagram, before and after calibration; shown in the report
+REPORT_HTML = "report.html"  # one self-contained page: metrics, tables, figures, the mistakes gallery
+MISTAKES_PNG = "mistakes.png"  # the gallery of the most confident mistakes with their Grad-CAM overlays
+EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG, RELIABILITY_PNG, REPORT_HTML, MISTAKES_PNG)  # beside METRICS
 
 RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, *EVALUATE_FILES)
 

@@ -125,8 +125,9 @@ def _holds_only(folder: str, allowed: Callable[[str], bool]) -> bool:
             if os.path.islink(full):
                 dirnames.remove(d)
                 filenames.append(d)
-            elif any(is_owned(full, k) for k in (EXPORT, TENSORBOARD)):
-                dirnames.remove(d)  # an export written into a run directory later: its own marker vouches for it
+            elif any(is_owned(full, k) for k in (EXPORT, TENSORBOARD, FILES)):
+                # an export or explain's heatmaps written into a run directory later: their own marker vouches
+                dirnames.remove(d)
         for name in filenames:
             rel = os.path.relpath(os.path.join(dirpath, name), folder).replace(os.sep, "/")
             if rel != MARKER and not allowed(rel) and not _is_lock_file(os.path.join(dirpath, name)):
@@ -195,6 +196,20 @@ def record(folder: str, paths: list[str]) -> None:
         else:
             listed.add(rel)
     write_marker(folder, kind, sorted(listed), **extra)
+
+
+def check_replaceable(folder: str, paths: list[str]) -> None:
+    """Before writing files into a folder that may be the user's (evaluate's outputs, explain's heatmaps): the folder
+    is writable, and each of the files that exists was written by imgclass (listed in the folder's marker). A file of
+    the user's with the same name stops the command (exit 2) and is kept."""
+    from imgclass_cli.errors import ImgclassError
+
+    check_writable(folder)
+    mine = owned_files(folder) if os.path.isdir(folder) else set()
+    for path in paths:
+        if os.path.lexists(path) and os.path.basename(path) not in mine:
+            raise ImgclassError(f"{path}: exists and was not written by imgclass; refusing to overwrite it "
+                                "(choose another --out folder or move the file away)")
 
 
 def check_out(path: str, force: bool, kind: OutputKind) -> None:

@@ -14,7 +14,7 @@ def test_two_class_confusion_matrix_colour_bar_stays_clear_of_the_next_panel():
         second_panel = fig.axes[1].get_tightbbox(renderer)  # with its class names and axis label
         assert first_bar.x1 <= second_panel.x0
     finally:
-        plots._pyplot().close(fig)
+        plots.pyplot().close(fig)
 
 
 def test_training_curves_mark_where_phase_2_starts():
@@ -26,12 +26,12 @@ def test_training_curves_mark_where_phase_2_starts():
         marker = next(line for line in fig.axes[0].lines if line.get_label() == "phase 2 starts")
         assert marker.get_xdata()[0] == 3.5
     finally:
-        plots._pyplot().close(fig)
+        plots.pyplot().close(fig)
     fig = plots.curves_figure(history[:3])  # one phase: no marker
     try:
         assert all(line.get_label() != "phase 2 starts" for ax in fig.axes for line in ax.lines)
     finally:
-        plots._pyplot().close(fig)
+        plots.pyplot().close(fig)
 
 
 def test_tflite_prediction_prefers_the_litert_runtime(monkeypatch):

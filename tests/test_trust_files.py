@@ -492,7 +492,7 @@ def test_evaluate_output_never_overwrites_a_users_files(runner, trained_run, tes
         r = runner.invoke(app, ["evaluate", trained_run, test_dir, "--out", str(mine / "m.json"), "-q"])
         assert r.exit_code == 0, r.output
     assert set(fs.read_marker(str(mine))["files"]) == {"m.json", "misclassified.csv", "confusion_matrix.png",
-                                                       "reliability.png"}
+                                                       "reliability.png", "report.html", "mistakes.png"}
 
 
 def test_evaluate_into_the_run_keeps_the_run_replaceable(runner, trained_run, test_dir, tmp_path):

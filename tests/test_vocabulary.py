@@ -120,6 +120,7 @@ ENV_CASES = [
     (["predict", "r", "p"], "IMGCLASS_PREDICT_FORMAT", "json", "one of table, jsonl, csv"),
     (["predict", "r", "p"], "IMGCLASS_FORMAT", "xml", "one of table, jsonl, csv"),
     (["predict", "r", "p"], "IMGCLASS_TOP_K", "0", "between 1 and 100000"),
+    (["evaluate", "r", "d"], "IMGCLASS_GALLERY", "-1", "at least 0"),
 ]
 
 
@@ -180,7 +181,7 @@ def test_the_ranged_options_are_all_there():
 @pytest.mark.parametrize("command,option,value,bound", RANGED, ids=[f"{c[0]} {c[1]} {c[2]}" for c in RANGED])
 def test_a_value_out_of_range_is_echoed(runner, command, option, value, bound):
     positional = {"train": ["d"], "finetune": ["d"], "evaluate": ["r", "d"], "predict": ["r", "p"], "export": ["r"],
-                  "prepare": ["s", "o"]}[command]
+                  "prepare": ["s", "o"], "explain": ["r", "i"]}[command]
     r = runner.invoke(app, [command, *positional, option, str(value)])
     assert r.exit_code == 2
     (line,) = _error_lines(r.stderr)

@@ -202,6 +202,14 @@ def decode(contents, image_size: int, orientation=1):
     return apply_orientation(img, orientation)
 
 
+def decode_upright(contents, orientation=1) -> np.ndarray:
+    """Bytes of a JPEG/PNG/GIF/BMP -> uint8 (height, width, 3) at the image's own size, turned upright per its EXIF
+    orientation: the picture a person sees (explain's overlays). The same decode as `decode`, without the resize."""
+    t = tf()
+    img = t.io.decode_image(contents, channels=3, expand_animations=False, dtype=t.uint8)
+    return np.asarray(apply_orientation(img, orientation))
+
+
 def apply_orientation(img, orientation):
     """Turn a stored square image upright per its EXIF orientation, like Pillow's ImageOps.exif_transpose."""
     t = tf()

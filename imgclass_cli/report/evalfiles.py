@@ -30,7 +30,7 @@ def misclassified_rows(paths: list[str], y_true, probs, class_names: list[str]) 
 
 
 def names(folder: str) -> list[str]:
-    """The files `write` puts into folder."""
+    """Every file evaluate puts beside metrics.json (files.EVALUATE_FILES: `write`'s and the report's)."""
     return [os.path.join(folder, name) for name in files.EVALUATE_FILES]
 
 

@@ -41,13 +41,20 @@ def _visible(match: re.Match) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def visible(text) -> str:
+    """A user-derived string with the characters that would act instead of being seen (controls, bidirectional
+    overrides, the bytes of a non-UTF-8 name) shown as backslash escapes: the terminal, report.html and figure
+    captions show names through here."""
+    return _INVISIBLE.sub(_visible, str(text))
+
+
 def escape(text) -> str:
     """The one way a user-derived string (a file, folder or class name, a message that quotes one) reaches a
     person: control characters shown as backslash escapes (an ESC byte prints as \\x1b, a newline as \\n), then
     rich markup escaped, so `[draft] cat.png` prints as itself. Machine formats (CSV, JSON, JSONL) use exact names."""
     from rich.markup import escape as markup_escape
 
-    return markup_escape(_INVISIBLE.sub(_visible, str(text)))
+    return markup_escape(visible(text))
 
 
 def say(console: Console, text: str) -> None:
@@ -445,6 +452,16 @@ def _predictions_table(rows: list[dict], top_k: int) -> Table:
             cells.append(", ".join(f"{escape(e['label'])} {e['score']:.3f}" for e in rec["top_k"]))
         t.add_row(*cells)
     return t
+
+
+def write_jsonl(records: Iterable[dict]) -> int:
+    """One JSON record per line on stdout, each as soon as it comes; returns how many."""
+    n = 0
+    for rec in records:
+        sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        n += 1
+    return n
 
 
 def print_gates(results) -> None:

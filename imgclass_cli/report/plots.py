@@ -16,7 +16,7 @@ from imgclass_cli import files, fs
 
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -25,11 +25,23 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str) -> None:
-    # Rendered in memory, then written like every other file of a run (unique temporary name, fsync, rename).
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    fs.write_bytes_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _save(fig, path: str) -> None:
+    # Rendered in memory, then written like every other file of a run (unique temporary name, fsync, rename).
+    fs.write_bytes_atomic(path, png_bytes(fig))
+
+
+def literal(text) -> str:
+    """A user-derived name (a class, a path) as a figure shows it literally: control characters as escapes, and a
+    `$` that does not start mathtext (a class named `$\\frac{x}$` made the confusion matrix fail to draw)."""
+    from imgclass_cli.report.output import visible
+
+    return visible(text).replace("$", r"\$")
 
 
 def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "") -> str:
@@ -38,12 +50,12 @@ def confusion_matrix(matrix, class_names: list[str], path: str, title: str = "")
     try:
         _save(fig, path)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def confusion_figure(matrix, class_names: list[str], title: str = ""):
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(matrix, dtype=float)
     n = len(class_names)
     rows = cm.sum(axis=1, keepdims=True)
@@ -58,8 +70,8 @@ def confusion_figure(matrix, class_names: list[str], title: str = ""):
             ax.set_title(name)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            ax.set_xticks(range(n), labels=class_names, rotation=90 if n > 6 else 0)
-            ax.set_yticks(range(n), labels=class_names)
+            ax.set_xticks(range(n), labels=[literal(c) for c in class_names], rotation=90 if n > 6 else 0)
+            ax.set_yticks(range(n), labels=[literal(c) for c in class_names])
             if n <= 30:  # beyond that the numbers are unreadable; the colours still tell the story
                 limit = data.max() / 2 if data.max() > 0 else 0.5
                 for i in range(n):
@@ -68,7 +80,7 @@ def confusion_figure(matrix, class_names: list[str], title: str = ""):
                                 color="white" if data[i, j] > limit else "black")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         if title:
-            fig.suptitle(title)
+            fig.suptitle(literal(title))
     except BaseException:
         plt.close(fig)
         raise
@@ -83,13 +95,13 @@ def training_curves(history: list[dict], path: str) -> str | None:
     try:
         _save(fig, path)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def curves_figure(history: list[dict]):
     """The curves, with a vertical line where phase 2 (the unfrozen backbone) starts."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     phase2 = next((e for e, row in zip(epochs, history) if int(row.get("phase", 1)) == 2), None)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -205,12 +217,12 @@ def reliability(before, after, path: str, *, temperature: float, ece_before: flo
     try:
         _save(fig, path)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def reliability_figure(before, after, *, temperature: float, ece_before: float, ece_after: float, title: str = ""):
-    plt = _pyplot()
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), height_ratios=(3, 1), sharex=True)
     try:
         top.plot([0, 1], [0, 1], ":", color="grey", label="calibrated (confidence = accuracy)")

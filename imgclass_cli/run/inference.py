@@ -19,7 +19,7 @@ from imgclass_cli.data import dataset, folders, tfrecord
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.report import calibration, evalfiles, gates
 from imgclass_cli.report.metrics import Report, collapse_message, compute_report
-from imgclass_cli.run import rundir
+from imgclass_cli.run import evalreport, rundir
 
 
 @dataclass
@@ -152,7 +152,8 @@ def flips_for(info) -> bool:
 def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None, info=None,
                  fail_under_source: str = "--fail-under", fail_over_source: str = "--fail-over") -> Evaluation:
     """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or config.out) with
-    misclassified.csv, confusion_matrix.png and reliability.png beside it, and the gates checked."""
+    misclassified.csv, confusion_matrix.png, reliability.png, report.html and mistakes.png beside it, and the gates
+    checked."""
     # Gates are parsed before the slow part, so a typo fails in a second, not after the evaluation.
     names = rundir.read_info(run_path).class_names
     gate_list = gates.parse(config.fail_under, names, fail_under_source) if config.fail_under is not None else []
@@ -167,6 +168,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None
     fs.write_json_atomic(target, report)
     ev.metrics_file = target
     ev.files = evalfiles.write(folder, ev, title=f"{run_path} on {data_path}")
+    ev.files += evalreport.write(folder, ev, report, run_path, config, f"{run_path} on {data_path}", warn=warn)
     fs.record(folder, [ev.metrics_file, *ev.files])  # so a later evaluate may replace them, and nothing else
     ev.gates = gates.check(report, gate_list)
     return ev
@@ -175,12 +177,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None
 def check_evaluate_outputs(folder: str, files: list[str]) -> None:
     """Before the evaluation: the folder is writable, and each file evaluate would replace was written by imgclass
     (listed in the folder's marker). A user's file of the same name is kept."""
-    fs.check_writable(folder)
-    mine = fs.owned_files(folder) if os.path.isdir(folder) else set()
-    for path in files:
-        if os.path.lexists(path) and os.path.basename(path) not in mine:
-            raise ImgclassError(f"{path}: exists and was not written by imgclass; refusing to overwrite it "
-                                "(choose another --out folder or move the file away)")
+    fs.check_replaceable(folder, files)
 
 
 def _no_stage(description, total=None, unit="images"):
