@@ -359,7 +359,7 @@ def evaluate(
     config, progress = _configs("evaluate", opts, EvalConfig, Progress)
     reporter = output.StderrReporter(quiet=progress.quiet)
     ev = inference.evaluate_run(str(run), data, config, warn=reporter.warn, stage=reporter.stage,
-                                fail_under_source=_source_name(ctx, "fail_under"))
+                                info=reporter.info, fail_under_source=_source_name(ctx, "fail_under"))
     report = ev.report.to_dict()
     used = f" ({report['split']} split)" if report.get("split") not in (None, "all") else ""
     output.print_report(report, config.format.value, title=f"{run} on {data}{used}")
@@ -373,7 +373,7 @@ def evaluate(
 
 @command(PredictConfig, Progress)
 def predict(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export), .tflite or .onnx file.", show_default=False)],
     paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
     **opts,
 ):
@@ -385,8 +385,9 @@ def predict(
     config, progress = _configs("predict", opts, PredictConfig, Progress)
     job = inference.start_predict(str(run), paths, config, sys.stdin)
     reporter = output.StderrReporter()
-    if job.note and not progress.quiet:
-        output.say(reporter.console, job.note)
+    for line in (job.precision_line, job.note):
+        if line and not progress.quiet:
+            output.say(reporter.console, line)
     con = reporter.console
     # Streamed records on a terminal are their own progress; a live bar would be drawn through them.
     live = con.is_terminal and (config.format == PredictFormat.table or not sys.stdout.isatty())
@@ -406,7 +407,8 @@ def _counted(records, progress):
 
 @command(ExportConfig, Progress, name="export")
 def export_(run: RunArg, **opts):
-    """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
+    """Export RUN's model as a SavedModel, TFLite, ONNX or .keras file with its labels, checked against the Keras
+    model."""
     from imgclass_cli.report import output
     from imgclass_cli.run import export
 

@@ -20,6 +20,25 @@ class Augment(str, Enum):
     strong = "strong"
 
 
+class Precision(str, Enum):
+    """What the model computes in (precision.py chooses the Keras dtype policy). Weights, the softmax and the loss
+    stay float32 in every case; saved models and exports take and give float32."""
+
+    auto = "auto"  # bfloat16 where the hardware has it (GPU 8.0+, CPU with AMX-BF16/AVX512-BF16), float16 on 7.x GPUs
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Resize(str, Enum):
+    """How an image becomes the model's square input: in the decoder (data.imagefile.decode) and in the model's
+    Resizing layer alike."""
+
+    squash = "squash"  # the whole image, aspect ratio not kept
+    crop = "crop"  # the centred square of the shorter side (the edges of the longer side are cut off)
+    pad = "pad"  # the whole image, aspect ratio kept, black bars on the shorter side
+
+
 class OutputFormat(str, Enum):
     """What a command writes to stdout (its --format): one set of names for every command."""
 
@@ -122,6 +141,10 @@ _SEED = dict(range=(0, 2**32 - 1), env="IMGCLASS_SEED")
 _BATCH = dict(range=(1, _INF), cap=2**20, env="IMGCLASS_BATCH_SIZE", help="Images per batch.")
 _BAD_IMAGE = dict(env="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a "
                   "warning naming the file, or fail at once (exit 2).")
+_PRECISION = dict(env="IMGCLASS_PRECISION", help="What the model computes in. auto: bfloat16 on GPUs of compute "
+                  "capability 8.0+ and on CPUs with AMX-BF16 or AVX512-BF16, float16 (with loss scaling) on 7.x "
+                  "GPUs, else float32. A precision this machine lacks is refused (exit 2). Weights, softmax and loss "
+                  "stay float32.")
 FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
 _FINETUNE = ("finetune",)
 
@@ -162,7 +185,13 @@ class TrainConfig:
         finetune=dict(default=1e-3, show_default=None))  # None: auto_learning_rate once the batch is known
     # No augmentation by default: on 2 cores it doubles a scratch epoch, and on a transfer task it cost accuracy
     # (docs/benchmarks.md, "augmentation").
-    augment: Augment = option(Augment.none, "--augment", help="Augmentation of training batches.")
+    augment: Augment = option(Augment.none, "--augment", help="Augmentation of training batches: light (flip, "
+                              "rotation, zoom), strong (flip, RandAugment, then MixUp or CutMix per batch). Printed, "
+                              "and shown in RUN/augment_preview.png.")
+    resize: Resize = option(Resize.squash, "--resize", help="How an image becomes the square input, in training and "
+                            "in the saved model alike: squash (the whole image, stretched), crop (the centre "
+                            "square) or pad (the whole image, black bars).")
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
     val_split: float = option(0.2, "--val", range=(0.0, 0.9),
                               help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's "
                               "--val).")
@@ -276,6 +305,7 @@ class PredictConfig:
         None, "--shard", metavar="I/N", show_default=False, parse=options.parse_shard,
         help="Predict only part I of N (1-based) of the inputs sorted by path, duplicates removed; the N parts "
         "together are every input once (CI matrix, job arrays).")
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
 
 
 @dataclass
@@ -294,12 +324,14 @@ class EvalConfig:
         "top_k_accuracy.top_3, per_class.NAME.recall).")
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
 
 
 class ExportFormat(str, Enum):
     savedmodel = "savedmodel"
     tflite = "tflite"
     keras = "keras"
+    onnx = "onnx"
 
 
 class Quantize(str, Enum):
@@ -310,7 +342,7 @@ class Quantize(str, Enum):
 @dataclass
 class ExportConfig:
     format: ExportFormat = option(ExportFormat.tflite, "--to", help="The model file format: savedmodel (TF Serving), "
-                                  "tflite (mobile, edge) or keras.")
+                                  "tflite (mobile, edge), onnx (ONNX Runtime; `pip install imgclass[onnx]`) or keras.")
     quantize: Quantize | None = option(None, "--quantize", show_default=False,
                                        help="tflite only: float16 (half size), int8 (full-integer, calibrated on the "
                                        "run's training images).")

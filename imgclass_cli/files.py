@@ -14,6 +14,7 @@ HISTORY = "history.csv"  # one row per epoch
 SPLIT = "split.csv"  # which image was in train and which in val
 TIMINGS = "timings.json"  # seconds per stage
 CURVES_PNG = "training_curves.png"
+AUGMENT_PREVIEW = "augment_preview.png"  # a grid of augmented training images (with --augment)
 TENSORBOARD = "tensorboard"  # --tensorboard logs (a folder)
 
 # What evaluate writes (into the run directory, or beside `evaluate --out FILE`).
@@ -22,13 +23,14 @@ MISCLASSIFIED = "misclassified.csv"
 CONFUSION_PNG = "confusion_matrix.png"
 EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG)  # beside METRICS
 
-RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, *EVALUATE_FILES)
+RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, AUGMENT_PREVIEW, *EVALUATE_FILES)
 
 # An export directory (imgclass export).
 EXPORT_INFO = "export.json"
 LABELS_TXT = "labels.txt"
 TFLITE_FILE = "model.tflite"
 SAVEDMODEL_DIR = "saved_model"
+ONNX_FILE = "model.onnx"
 KERAS_FILE = MODEL
 
 # A prepared folder (imgclass prepare).

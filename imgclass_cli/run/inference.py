@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclass_cli import files, fs
+from imgclass_cli import files, fs, precision
 from imgclass_cli._tf import inference_fn, tf
-from imgclass_cli.config import EvalConfig, OnBadImage, PredictConfig
+from imgclass_cli.config import EvalConfig, OnBadImage, PredictConfig, Resize
 from imgclass_cli.data import dataset, folders, tfrecord
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.report import evalfiles, gates
@@ -49,7 +49,7 @@ def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None,
+def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None, info=None,
                  fail_under_source: str = "--fail-under") -> Evaluation:
     """`imgclass evaluate`: the metrics of RUN on DATA written to RUN/metrics.json (or config.out) with
     misclassified.csv and confusion_matrix.png beside it, and the --fail-under gates checked."""
@@ -59,7 +59,7 @@ def evaluate_run(run_path: str, data_path: str, config: EvalConfig, *, warn=None
     target = config.out or os.path.join(run_path, files.METRICS)
     folder = os.path.dirname(os.path.abspath(target))
     check_evaluate_outputs(folder, [target, *evalfiles.names(folder)])
-    ev = evaluate(run_path, data_path, config, warn=warn, stage=stage)
+    ev = evaluate(run_path, data_path, config, warn=warn, stage=stage, info=info)
     report = ev.report.to_dict()
     os.makedirs(folder, exist_ok=True)
     fs.write_json_atomic(target, report)
@@ -87,19 +87,25 @@ def _no_stage(description, total=None, unit="images"):
     return nullcontext(None)
 
 
-def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None) -> Evaluation:
-    """stage(description, total) -> a context manager giving progress(done[, total]) (report.output.Stage)."""
+def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, stage=None, info=None) -> Evaluation:
+    """stage(description, total) -> a context manager giving progress(done[, total]) (report.output.Stage).
+    info(message): the precision line."""
     from imgclass_cli.data import pipeline, verify
 
     stage = stage or _no_stage
-    info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
+    run_info = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
     data = dataset.scan_for_eval(data_path, config.split)
+    choice = precision.resolve(config.precision)  # a precision this machine lacks fails before the check
+    if info is not None:
+        info(choice.line())
+    resize = run_info.config.resize
     # Every file is decode-checked before the model sees it: a bad file is skipped (named) or stops here. The
     # check keeps the decoded images (when they fit in memory): the evaluation decodes nothing again.
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with stage("checking images") as progress:
         data = verify.screen(data, config.on_bad_image, warn or (lambda m: None), progress=progress,
-                             image_size=info.image_size)
+                             image_size=run_info.image_size, resize=resize)
+    info = run_info
     known = {name: i for i, name in enumerate(info.class_names)}
     unknown = [c for c in data.class_names if c not in known]
     if unknown:
@@ -109,7 +115,10 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
         )
     samples = [dataclasses.replace(s, label=known[data.class_names[s.label]]) for s in data.splits["eval"]]
     model, _ = rundir.load(run_path)
-    spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed)
+    from imgclass_cli.model.build import apply_precision
+
+    apply_precision(model, choice.policy)
+    spec = pipeline.PipelineSpec(info.image_size, config.batch_size, info.config.seed, resize=resize)
     with stage("evaluating", len(samples)) as progress:
         try:
             y, probs = predict_probs(
@@ -151,6 +160,7 @@ class PredictJob:
     paths: list[str]
     config: PredictConfig
     note: str | None = None
+    precision_line: str | None = None  # what the model computes in, and why (stderr)
     empty_part: bool = False  # --shard I/N with N larger than the inputs: nothing to do, and that is fine
 
     def finish(self, done: int, errors: int) -> None:
@@ -171,8 +181,10 @@ def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=
     from imgclass_cli.data.verify import fail_message
     from imgclass_cli.run import predictors
 
-    k = min(config.top_k, len(predictors.resolve(run_path).class_names))
+    target = predictors.resolve(run_path)
+    k = min(config.top_k, len(target.class_names))
     config = dataclasses.replace(config, top_k=k)
+    choice = predict_precision(target, config.precision)
     inputs = expand_inputs(paths, stdin)
     note, empty = None, False
     if config.shard is not None:
@@ -181,10 +193,25 @@ def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=
         if total and not inputs:
             note, empty = (f"--shard {i}/{n}: no inputs in this part ({total} input(s) in all, in parts 1-{total} of "
                            f"{n})"), True
-    records = predict(run_path, inputs, config)
+    records = predict(run_path, inputs, config, choice.policy)
     if config.on_bad_image == OnBadImage.fail:
         records = _stop_at_first_error(records, fail_message)
-    return PredictJob(records, k, list(paths), config, note, empty)
+    return PredictJob(records, k, list(paths), config, note, empty_part=empty, precision_line=choice.line())
+
+
+def predict_precision(target, requested) -> precision.Choice:
+    """A Keras model computes in the precision asked for (auto: this machine's fastest); an exported SavedModel,
+    TFLite or ONNX model computes as it was exported (float32): auto and float32 say so, another is refused."""
+    from imgclass_cli.config import Precision
+
+    if target.keras:
+        return precision.resolve(requested)
+    if Precision(requested) in (Precision.auto, Precision.float32):
+        return precision.Choice(Precision(requested).value, precision.FLOAT32,
+                                f"the {target.kind} model computes in float32, as it was exported", fixed=True)
+    raise ImgclassError(f"--precision {Precision(requested).value}: the {target.kind} model computes in float32, "
+                        "as it was exported; the precision applies to run directories and keras exports "
+                        "(leave --precision out)")
 
 
 def _stop_at_first_error(records, fail_message):
@@ -207,18 +234,21 @@ def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:
     return ordered[(i - 1) * m // n: i * m // n], m
 
 
-def predict(run_path: str, paths: Iterable[str], config: PredictConfig) -> Iterator[dict]:
+def predict(run_path: str, paths: Iterable[str], config: PredictConfig, policy: str = "float32") -> Iterator[dict]:
     """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason.
 
-    run_path: a run directory, an export directory or a .tflite file (see predictors.py).
+    run_path: a run directory, an export directory, a .tflite or .onnx file (see predictors.py); a Keras model
+    computes in `policy`. Images are resized the model's way (its --resize).
     """
     from imgclass_cli.data import pipeline
     from imgclass_cli.run import predictors
 
-    predictor = predictors.load(run_path)
+    predictor = predictors.load(run_path, policy)
+    tf()  # imported before the decode threads start (an ONNX or TFLite predictor may not have imported it)
     names = predictor.class_names
     k = max(1, min(config.top_k, len(names)))
-    for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size):
+    for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size,
+                                       resize=Resize(predictor.resize)):
         probs = predictor.predict(batch.images) if batch.images is not None else None
         j = 0
         for path, ok, err, extra in zip(batch.paths, batch.ok, batch.errors, batch.extra):
