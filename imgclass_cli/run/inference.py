@@ -193,7 +193,8 @@ def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=
         if total and not inputs:
             note, empty = (f"--shard {i}/{n}: no inputs in this part ({total} input(s) in all, in parts 1-{total} of "
                            f"{n})"), True
-    records = predict(run_path, inputs, config, choice.policy)
+    predictor = predictors.load(run_path, choice.policy)  # a model that cannot run fails before any line
+    records = predict(run_path, inputs, config, choice.policy, predictor)
     if config.on_bad_image == OnBadImage.fail:
         records = _stop_at_first_error(records, fail_message)
     return PredictJob(records, k, list(paths), config, note, empty_part=empty, precision_line=choice.line())
@@ -234,16 +235,17 @@ def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:
     return ordered[(i - 1) * m // n: i * m // n], m
 
 
-def predict(run_path: str, paths: Iterable[str], config: PredictConfig, policy: str = "float32") -> Iterator[dict]:
+def predict(run_path: str, paths: Iterable[str], config: PredictConfig, policy: str = "float32",
+            predictor=None) -> Iterator[dict]:
     """One record per path, in input order: status ok with label/confidence/top_k, or status error with the reason.
 
     run_path: a run directory, an export directory, a .tflite or .onnx file (see predictors.py); a Keras model
-    computes in `policy`. Images are resized the model's way (its --resize).
+    computes in `policy`. Images are resized the model's way (its --resize). predictor: run_path's, loaded already.
     """
     from imgclass_cli.data import pipeline
     from imgclass_cli.run import predictors
 
-    predictor = predictors.load(run_path, policy)
+    predictor = predictor or predictors.load(run_path, policy)
     tf()  # imported before the decode threads start (an ONNX or TFLite predictor may not have imported it)
     names = predictor.class_names
     k = max(1, min(config.top_k, len(names)))
