@@ -158,3 +158,23 @@ def test_a_bfloat16_run_predicts_the_same_labels_after_export(runner, digits, di
         assert meta["compute"] == "float32" and meta["input"]["dtype"] == meta["output"]["dtype"] == "float32"
         got = _labels(runner, out, files)
         assert np.mean(np.array(got) == np.array(wanted)) >= 0.98, fmt
+
+
+def test_the_feature_cache_keeps_bfloat16_activations_exactly_and_pooled_features_in_float32(tmp_path):
+    from imgclass_cli._tf import tf
+    from imgclass_cli.model import feature_cache
+
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    y = np.arange(20) % 2
+    for dtype, kept in ((tf().bfloat16, "bfloat16"), (tf().float32, "float32")):
+        fn = lambda b, d=dtype: tf().cast(b, d)  # noqa: E731 - the frozen part's output in that dtype
+        batches = lambda v: [(x[i:i + 8], y[i:i + 8]) for i in range(0, 20, 8)]  # noqa: E731
+        mem = feature_cache.build(fn, [(4,)], batches, 20, 1, disk_parent=str(tmp_path))
+        disk = feature_cache.build(fn, [(4,)], batches, 20, 1, disk_parent=str(tmp_path), limit=0)
+        assert mem.arrays[0].dtype.name == kept and disk.arrays[0].dtype == np.float32  # .npy: float32
+        exact = tf().cast(x, dtype).numpy().astype(np.float32)
+        assert np.array_equal(mem.arrays[0].astype(np.float32), exact)  # bfloat16 kept as computed: no loss
+        assert np.array_equal(np.asarray(disk.arrays[0]), exact)
+        (xb, _), = list(feature_cache.dataset(mem, 20, 0, shuffle=False))
+        assert xb.shape == (20, 4)
+        disk.close()
