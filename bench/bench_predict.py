@@ -67,7 +67,7 @@ def train(work: str, data: str, epochs: int, image_size: int, arch: str = "simpl
     return run
 
 
-def exports(run: str) -> dict[str, str]:
+def exports(run: str, parity: int = 200) -> dict[str, str]:
     from imgclass_cli.config import ExportConfig
     from imgclass_cli.run import export
 
@@ -76,7 +76,7 @@ def exports(run: str) -> dict[str, str]:
                          ("tflite-int8", "tflite", "int8"), ("onnx", "onnx", None)):
         path = os.path.join(run, "export", name)
         if not os.path.exists(os.path.join(path, "export.json")):
-            r = export.export(run, ExportConfig(format=fmt, quantize=q, parity=200, out=path, force=True))
+            r = export.export(run, ExportConfig(format=fmt, quantize=q, parity=parity, out=path, force=True))
             log(f"exported {name}{' (' + r.int8_mode + ')' if r.int8_mode else ''}: "
                 f"top-1 agreement {r.parity.agreement:.4f} on {r.parity.images} images")
         out[name] = path
@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end CLI process timings")
     ap.add_argument("--no-loop", action="store_true", help="skip the per-image model.predict loop")
+    ap.add_argument("--parity", type=int, default=200, help="images of each export's parity check")
     ap.add_argument("--arch", default="simple-cnn", help="simple-cnn (trained) or a backbone (finetune, random)")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -115,7 +116,7 @@ def main() -> None:
 
     train_dir, test_dir = make_data(a.work)
     run = train(a.work, train_dir, a.epochs, a.image_size, a.arch)
-    ex = exports(run)
+    ex = exports(run, a.parity)
     paths = list(inference.expand_inputs([test_dir]))[: a.images]
     n = len(paths)
     load1 = os.getloadavg()[0]

@@ -178,3 +178,24 @@ def test_the_feature_cache_keeps_bfloat16_activations_exactly_and_pooled_feature
         (xb, _), = list(feature_cache.dataset(mem, 20, 0, shuffle=False))
         assert xb.shape == (20, 4)
         disk.close()
+
+
+@pytest.mark.parametrize("arch", ["cnn", "mobilenetv2"])
+def test_apply_precision_computes_the_features_in_the_policy_and_the_rest_in_float32(arch):
+    from imgclass_cli.model import build
+    from imgclass_cli.model.parts import parts
+
+    model = build.build_classifier(arch, 3, 32, weights="none", trainable_backbone=False)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 40, 30, 3)).astype(np.float32)
+    reference = model(x).numpy()
+    build.apply_precision(model, "mixed_bfloat16")
+    p = parts(model)
+    assert p.features_of(x).dtype.name == "bfloat16"
+    for layer in (p.resize, p.preprocess, p.pool, p.classifier, p.softmax):
+        assert layer.compute_dtype == "float32", layer.name
+    probs = model(x)
+    assert probs.dtype.name == "float32" and np.abs(probs.numpy() - reference).max() < 0.05
+    assert all(w.dtype.name == "float32" for w in model.weights)  # one set of weights for every precision
+    build.apply_precision(model, "float32")
+    assert p.features_of(x).dtype.name == "float32"
+    np.testing.assert_allclose(model(x).numpy(), reference, atol=1e-6)
