@@ -195,7 +195,7 @@ def test_apply_precision_computes_the_features_in_the_policy_and_the_rest_in_flo
         assert layer.compute_dtype == "float32", layer.name
     probs = model(x)
     assert probs.dtype.name == "float32" and np.abs(probs.numpy() - reference).max() < 0.05
-    assert all(w.dtype.name == "float32" for w in model.weights)  # one set of weights for every precision
+    assert all(w.dtype == "float32" for w in model.weights)  # one set of weights for every precision
     build.apply_precision(model, "float32")
     assert p.features_of(x).dtype.name == "float32"
     np.testing.assert_allclose(model(x).numpy(), reference, atol=1e-6)
