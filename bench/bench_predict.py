@@ -110,7 +110,6 @@ def main() -> None:
     import numpy as np
 
     from imgclass_cli._tf import tf
-    from imgclass_cli.config import PredictConfig
     from imgclass_cli.run import export as exp
     from imgclass_cli.run import inference, predictors, rundir
 
@@ -122,16 +121,31 @@ def main() -> None:
     load1 = os.getloadavg()[0]
     log(f"{n} images from {test_dir}; load average {load1:.2f} on {os.cpu_count()} CPUs")
 
-    model, info = rundir.load(run)
-    size = info.image_size
+    size = rundir.read_info(run).image_size
     auto = inference.predict_precision(predictors.resolve(run), "auto")
     # Every way predict can run: (label, target, precision); exports compute as exported (float32).
     ways = [("keras float32", run, "float32"), (f"keras auto ({auto.policy})", run, "auto"),
             *[(name, path, "auto") for name, path in ex.items()]]
     results: dict[str, float] = {}  # name -> seconds for n images
+    results.update(time_predict_core(ways, paths, a))
+    preds = time_compute(run, ex, auto, paths, a, results)
+    agree = {}
+    if preds:
+        x = exp.load_images(paths, size)
+        reference = preds["keras float32"].predict(x).argmax(1)
+        agree = {k: float(np.mean(v.predict(x).argmax(1) == reference)) for k, v in preds.items()
+                 if k != "keras float32"}
+    if not a.no_cli:
+        results.update(time_cli(run, ex, paths))
+    report(results, preds, agree, auto, n, size, load1, a, tf().__version__)
 
-    # 1. The predict core: stream paths, decode in threads, batches of --batch-size, one model call per batch;
-    # the ways alternate within each of --repeat rounds.
+
+def time_predict_core(ways, paths, a) -> dict[str, float]:
+    """The predict core: stream paths, decode in threads, batches of --batch-size, one model call per batch; the
+    ways alternate within each of --repeat rounds."""
+    from imgclass_cli.config import PredictConfig
+    from imgclass_cli.run import inference, predictors
+
     def predict_core(target, prec):
         choice = inference.predict_precision(predictors.resolve(target), prec)
         predictor = predictors.load(target, choice.policy)
@@ -150,20 +164,25 @@ def main() -> None:
             t0 = time.perf_counter()
             go()
             times[label].append(time.perf_counter() - t0)
-    for label in runs:
-        results[f"predict core, {label} (batch {a.batch_size}, incl. decode)"] = min(times[label])
+    return {f"predict core, {label} (batch {a.batch_size}, incl. decode)": min(times[label]) for label in runs}
 
-    # 2. The usual hand-written loop: decode one file, model.predict on a batch of one, repeat.
+
+def time_compute(run, ex, auto, paths, a, results) -> dict:
+    """The per-image model.predict loop (unless --no-loop), then model compute only on arrays decoded once, batch 1
+    and --batch-size, into `results`; returns the predictors."""
+    from imgclass_cli.run import export as exp
+    from imgclass_cli.run import predictors, rundir
+
+    model, info = rundir.load(run)
+    size, n = info.image_size, len(paths)
     decode = lambda p: exp.load_images([p], size)  # noqa: E731 - the same decoder as predict
-    if not a.no_loop:
+    if not a.no_loop:  # the usual hand-written loop: decode one file, model.predict on a batch of one, repeat
         def per_image_loop():
             for p in paths:
                 model.predict(decode(p), verbose=0)
 
         model.predict(decode(paths[0]), verbose=0)
         results["per-image model.predict loop (incl. decode)"] = best_of(per_image_loop, 1)
-
-    # 3. Model compute only, on arrays decoded once, batch 1 and batch --batch-size.
     x = exp.load_images(paths, size)
     preds = {"keras float32": predictors.KerasPredictor(rundir.load(run)[0], info.class_names, size),
              f"keras auto ({auto.policy})": predictors.KerasPredictor(rundir.load(run)[0], info.class_names, size,
@@ -176,22 +195,26 @@ def main() -> None:
                     pred.predict(x[i:i + bs])
             go()  # warm-up; also resizes the TFLite input once per batch size
             results[f"compute only, {label}, batch {bs}"] = best_of(go, a.repeat)
-    reference = preds["keras float32"].predict(x).argmax(1)
-    agree = {k: float(np.mean(v.predict(x).argmax(1) == reference)) for k, v in preds.items() if k != "keras float32"}
+    return preds
 
-    # 4. The CLI as a shell user runs it: a new process, TensorFlow import and model load included.
-    if not a.no_cli:
-        exe = os.path.join(os.path.dirname(sys.executable), "imgclass")
-        cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "imgclass_cli"]
-        listing = "".join(p + "\n" for p in paths)
-        for label, target in (("Keras run", run), ("tflite-int8", os.path.join(ex["tflite-int8"], "model.tflite"))):
-            def go(target=target):
-                subprocess.run([*cmd, "predict", target, "-", "-f", "csv"], input=listing, text=True, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            results[f"imgclass predict CLI process, {label} (end to end)"] = best_of(go, 1)
 
+def time_cli(run, ex, paths) -> dict[str, float]:
+    """The CLI as a shell user runs it: a new process, TensorFlow import and model load included."""
+    exe = os.path.join(os.path.dirname(sys.executable), "imgclass")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "imgclass_cli"]
+    listing = "".join(p + "\n" for p in paths)
+    results = {}
+    for label, target in (("Keras run", run), ("tflite-int8", os.path.join(ex["tflite-int8"], "model.tflite"))):
+        def go(target=target):
+            subprocess.run([*cmd, "predict", target, "-", "-f", "csv"], input=listing, text=True, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        results[f"imgclass predict CLI process, {label} (end to end)"] = best_of(go, 1)
+    return results
+
+
+def report(results, preds, agree, auto, n, size, load1, a, tf_version) -> None:
     print(f"\nimgclass predict benchmark: {n} images, {size}x{size}, {a.arch}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TensorFlow {tf().__version__}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TensorFlow {tf_version}, "
           f"load average at start {load1:.2f}, at end {os.getloadavg()[0]:.2f}; {auto.line()}")
     width = max(map(len, results))
     print(f"{'measurement':<{width}}  {'seconds':>8}  {'images/s':>9}")
