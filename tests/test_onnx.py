@@ -25,6 +25,7 @@ def onnx_export(runner, trained_run, tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_onnx_export_writes_the_model_and_passes_parity(onnx_export):
     out, r = onnx_export
     assert "top-1 agreement" in r.stdout
@@ -42,6 +43,7 @@ def _predict(runner, target, files, *extra):
     return [row["label"] for row in rows], np.array([float(row["confidence"]) for row in rows]), r
 
 
+@pytest.mark.slow
 def test_predict_on_the_onnx_export_matches_the_run(runner, onnx_export, trained_run, test_dir):
     out, _ = onnx_export
     files = [os.path.join(test_dir, c, f"img00{i}.png") for c in ("red", "green", "blue") for i in (1, 2)]
@@ -52,6 +54,7 @@ def test_predict_on_the_onnx_export_matches_the_run(runner, onnx_export, trained
         assert "precision float32 (the onnx model computes in float32, as it was exported)" in r.stderr
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_precision_an_onnx_model_does_not_compute_in(runner, onnx_export, test_dir):
     r = runner.invoke(app, ["predict", onnx_export[0], test_dir, "--precision", "bfloat16"])
     assert r.exit_code == 2

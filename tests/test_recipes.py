@@ -49,6 +49,7 @@ def strong_pad_run(runner, data_dir, tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_augment_strong_prints_what_it_applies_and_writes_a_preview(strong_pad_run):
     out, r = strong_pad_run
     assert "augmentation: horizontal flip, RandAugment (2 random operations a batch at strength 0.5), then per batch " \
@@ -57,6 +58,7 @@ def test_augment_strong_prints_what_it_applies_and_writes_a_preview(strong_pad_r
         assert im.format == "PNG" and im.size[0] > 400
 
 
+@pytest.mark.slow
 def test_the_resize_mode_is_recorded_and_baked_into_the_model(strong_pad_run, tmp_path, runner):
     from imgclass_cli.model.build import load_model, resize_mode
 
@@ -76,6 +78,7 @@ def test_the_resize_mode_is_recorded_and_baked_into_the_model(strong_pad_run, tm
     assert max(abs(got[n] - raw[i]) for i, n in enumerate(names)) < 1e-3
 
 
+@pytest.mark.slow
 def test_an_export_of_a_pad_run_predicts_the_pad_way(strong_pad_run, tmp_path, runner):
     out, _ = strong_pad_run
     _wide_image(tmp_path / "wide.png")
