@@ -138,11 +138,11 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
 
 
 def preview(samples: list[Sample], spec: PipelineSpec, images: np.ndarray | None = None, n: int = 16) -> np.ndarray:
-    """n training images as --augment makes them (uint8), for augment_preview.png: a pipeline of its own over the
-    first n samples, so the training batches are not drawn from."""
-    n = min(n, len(samples))
-    ds = build(samples[:n], dataclasses.replace(spec, batch_size=n), training=True,
-               images=images[:n] if images is not None else None)
+    """n training images as --augment makes them (uint8), for augment_preview.png: a pipeline of its own over n
+    samples spread over the list (so over the classes), so the training batches are not drawn from."""
+    picked = np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int)
+    ds = build([samples[i] for i in picked], dataclasses.replace(spec, batch_size=len(picked)), training=True,
+               images=images[picked] if images is not None and len(images) else None)
     x, _ = next(iter(ds))
     return np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8)
 

@@ -178,8 +178,8 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, 
          scanned: _Scanned | None = None, said: list[str] | None = None,
          choice: precision.Choice | None = None) -> TrainResult:
     """scanned: run()'s scan when it scanned already (to pick the default batch size). said: the defaults run()
-    picked (precision, batch size, learning rate), one line after the image check, so a bad file's error stays the
-    only line. choice: the precision (float32 when not given)."""
+    picked (batch size, learning rate), one line after the image check and the precision's line, so a bad file's
+    error stays the only line. choice: the precision (float32 when not given)."""
     choice = choice or precision.choose("float32", precision.Machine())
     started = time.time() - (scanned.seconds if scanned else 0.0)
     timings = Timings()
@@ -249,7 +249,8 @@ def _fit(model, config: TrainConfig, data, image_size: int, reporter: Reporter, 
     shown = None
     if config.augment != Augment.none:
         reporter.info(f"augmentation: {pipeline.describe_augmentation(config.augment, mixing=not cached)}")
-        kept = data.images.get("train") if data.image_size == image_size else None
+        same = data.image_size == image_size and data.image_resize == spec.resize.value
+        kept = data.images.get("train") if same else None
         shown = pipeline.preview(data.splits["train"], spec, kept)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
