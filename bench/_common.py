@@ -31,7 +31,7 @@ def run(cmd: list[str], log: str | None = None) -> tuple[float, str]:
 
 def evaluate(run_dir: str, data: str) -> float:
     out = os.path.join(run_dir, "bench-metrics.json")
-    subprocess.run([PYTHON, "-m", "imgclass_cli", "evaluate", run_dir, data, "--format", "json", "--output", out, "-q"],
+    subprocess.run([PYTHON, "-m", "imgclass_cli", "evaluate", run_dir, data, "--format", "json", "--out", out, "-q"],
                    cwd=ROOT, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
     return json.load(open(out))["accuracy"]
 

@@ -376,7 +376,7 @@ def evaluate(
 
 @command(PredictConfig, Progress)
 def predict(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export) or .tflite file.", show_default=False)],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory, export directory (imgclass export), .tflite or .onnx file.", show_default=False)],
     paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Image files, folders (recursive), or - to read paths from stdin.", show_default=False)],
     **opts,
 ):
@@ -388,8 +388,9 @@ def predict(
     config, progress = _configs("predict", opts, PredictConfig, Progress)
     job = inference.start_predict(str(run), paths, config, sys.stdin)
     reporter = output.StderrReporter()
-    if job.note and not progress.quiet:
-        output.say(reporter.console, job.note)
+    for line in (job.precision_line, job.note):
+        if line and not progress.quiet:
+            output.say(reporter.console, line)
     con = reporter.console
     live = output.stream_progress_live(con, records_after=config.format == PredictFormat.table)
     with output.Stage("predicting", job.total, quiet=progress.quiet, live=live, console=con) as bar:
@@ -428,7 +429,8 @@ def explain(
 
 @command(ExportConfig, Progress, name="export")
 def export_(run: RunArg, **opts):
-    """Export RUN's model as a SavedModel, TFLite or .keras file with its labels, checked against the Keras model."""
+    """Export RUN's model as a SavedModel, TFLite, ONNX or .keras file with its labels, checked against the Keras
+    model."""
     from imgclass_cli.report import output
     from imgclass_cli.run import export
 

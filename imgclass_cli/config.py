@@ -21,6 +21,25 @@ class Augment(str, Enum):
     strong = "strong"
 
 
+class Precision(str, Enum):
+    """What the model computes in (precision.py chooses the Keras dtype policy). Weights, the softmax and the loss
+    stay float32 in every case; saved models and exports take and give float32."""
+
+    auto = "auto"  # bfloat16 where the hardware has it (GPU 8.0+, CPU with AMX-BF16/AVX512-BF16), float16 on 7.x GPUs
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Resize(str, Enum):
+    """How an image becomes the model's square input: in the decoder (data.imagefile.decode) and in the model's
+    Resizing layer alike."""
+
+    squash = "squash"  # the whole image, aspect ratio not kept
+    crop = "crop"  # the centred square of the shorter side (the edges of the longer side are cut off)
+    pad = "pad"  # the whole image, aspect ratio kept, black bars on the shorter side
+
+
 class OutputFormat(str, Enum):
     """What a command writes to stdout (its --format): one set of names for every command."""
 
@@ -131,6 +150,10 @@ _BATCH = dict(range=(1, MAX_BATCH_SIZE), cap=2**20, env="IMGCLASS_BATCH_SIZE",
               help=f"Images per batch, at most {MAX_BATCH_SIZE:,} (a batch is decoded into memory at once).")
 _BAD_IMAGE = dict(env="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a "
                   "warning naming the file, or fail at once (exit 2).")
+_PRECISION = dict(env="IMGCLASS_PRECISION", help="What the model computes in. auto: bfloat16 on GPUs of compute "
+                  "capability 8.0+ and on CPUs with AMX-BF16 or AVX512-BF16, float16 (with loss scaling) on 7.x "
+                  "GPUs, else float32. A precision this machine lacks is refused (exit 2). Weights, softmax and loss "
+                  "stay float32.")
 FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
 _FINETUNE = ("finetune",)
 
@@ -171,7 +194,13 @@ class TrainConfig:
         finetune=dict(default=1e-3, show_default=None))  # None: auto_learning_rate once the batch is known
     # No augmentation by default: on 2 cores it doubles a scratch epoch, and on a transfer task it cost accuracy
     # (docs/benchmarks.md, "augmentation").
-    augment: Augment = option(Augment.none, "--augment", help="Augmentation of training batches.")
+    augment: Augment = option(Augment.none, "--augment", help="Augmentation of training batches: light (flip, "
+                              "rotation, zoom), strong (flip, RandAugment, then MixUp or CutMix per batch). Printed, "
+                              "and shown in RUN/augment_preview.png.")
+    resize: Resize = option(Resize.squash, "--resize", help="How an image becomes the square input, in training and "
+                            "in the saved model alike: squash (the whole image, stretched), crop (the centre "
+                            "square) or pad (the whole image, black bars).")
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
     val_split: float = option(0.2, "--val", range=(0.0, 0.9),
                               help="Validation fraction when there is no val/ folder (stratified, seeded; prepare's "
                               "--val).")
@@ -309,6 +338,7 @@ class PredictConfig:
         "confidence still given (evaluate's risk_coverage shows what each P answers and how well).")
     tta: bool = option(False, "--tta", help=_TTA_HELP + " An export directory or .tflite file gets the crops only "
                        "(its training augmentation is not recorded).")
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
 
 
 @dataclass
@@ -337,6 +367,7 @@ class EvalConfig:
     tta: bool = option(False, "--tta", help=_TTA_HELP)
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
     gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
                           env="IMGCLASS_GALLERY",
                           help="report.html and mistakes.png: the N most confident mistakes, each beside its "
@@ -357,6 +388,7 @@ class ExportFormat(str, Enum):
     savedmodel = "savedmodel"
     tflite = "tflite"
     keras = "keras"
+    onnx = "onnx"
 
 
 class Quantize(str, Enum):
@@ -367,7 +399,7 @@ class Quantize(str, Enum):
 @dataclass
 class ExportConfig:
     format: ExportFormat = option(ExportFormat.tflite, "--to", help="The model file format: savedmodel (TF Serving), "
-                                  "tflite (mobile, edge) or keras.")
+                                  "tflite (mobile, edge), onnx (ONNX Runtime; `pip install imgclass[onnx]`) or keras.")
     quantize: Quantize | None = option(None, "--quantize", show_default=False,
                                        help="tflite only: float16 (half size), int8 (full-integer, calibrated on the "
                                        "run's training images).")

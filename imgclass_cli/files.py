@@ -14,6 +14,7 @@ HISTORY = "history.csv"  # one row per epoch
 SPLIT = "split.csv"  # which image was in train and which in val
 TIMINGS = "timings.json"  # seconds per stage
 CURVES_PNG = "training_curves.png"
+AUGMENT_PREVIEW = "augment_preview.png"  # a grid of augmented training images (with --augment)
 TENSORBOARD = "tensorboard"  # --tensorboard logs (a folder)
 EXPLAIN_DIR = "explain"  # `imgclass explain` without --out: NAME.png and NAME.npy per image (a folder)
 
@@ -26,13 +27,14 @@ REPORT_HTML = "report.html"  # one self-contained page: metrics, tables, figures
 MISTAKES_PNG = "mistakes.png"  # the gallery of the most confident mistakes with their Grad-CAM overlays
 EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG, RELIABILITY_PNG, REPORT_HTML, MISTAKES_PNG)  # beside METRICS
 
-RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, *EVALUATE_FILES)
+RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, AUGMENT_PREVIEW, *EVALUATE_FILES)
 
 # An export directory (imgclass export).
 EXPORT_INFO = "export.json"
 LABELS_TXT = "labels.txt"
 TFLITE_FILE = "model.tflite"
 SAVEDMODEL_DIR = "saved_model"
+ONNX_FILE = "model.onnx"
 KERAS_FILE = MODEL
 
 # A prepared folder (imgclass prepare).

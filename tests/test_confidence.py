@@ -91,7 +91,8 @@ def test_tta_averages_the_named_views(runner, trained_run, test_dir, tmp_path):
     # The run trained with --augment none: crops only, no flip.
     assert report["tta"] == ["original", "crop_top_left", "crop_top_right", "crop_bottom_left", "crop_bottom_right"]
     files = _files(test_dir, 4)
-    p = runner.invoke(app, ["predict", trained_run, *files, "-f", "jsonl", "--tta", "--top-k", "3"])
+    p = runner.invoke(app, ["predict", trained_run, *files, "-f", "jsonl", "--tta", "--top-k", "3", "--precision",
+                            "float32"])  # as the predictor below computes
     got = [{e["label"]: e["score"] for e in json.loads(line)["top_k"]} for line in p.stdout.splitlines()]
     predictor = predictors.load(trained_run)
     x = load_images(files, predictor.image_size)

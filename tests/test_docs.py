@@ -454,7 +454,7 @@ def test_inline_commands_use_real_options():
 def test_option_checker_catches_mistakes():
     assert check_invocation(["predict", "RUN", "photos/", "-f", "jsonl", "--top-k", "3"]) == []
     assert check_invocation(["predict", "RUN", "--topk", "3"]) == ["imgclass predict: no option --topk"]
-    assert check_invocation(["export", "RUN", "--to", "onnx"]) == ["imgclass export --to: 'onnx' is not a choice"]
+    assert check_invocation(["export", "RUN", "--to", "pt"]) == ["imgclass export --to: 'pt' is not a choice"]
     assert check_invocation(["trian", "photos/"]) == ["imgclass has no command 'trian'"]
     assert invocations("find x -exec imgclass predict r -f jsonl {} + > p.jsonl") == [["predict", "r", "-f", "jsonl"]]
     assert missing_lines(["epoch 10/10  loss 0.5 (0.8s)", "...", "saved ... runs/x"],

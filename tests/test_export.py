@@ -87,7 +87,7 @@ def test_export_usage_errors(runner, trained_run, tmp_path, exports):
     assert r.exit_code == 2 and "--quantize int8 applies to --to tflite only, not --to savedmodel" in r.stderr
     r = runner.invoke(app, ["export", trained_run, "--to", "keras", "--quantize", "int8", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "not --to keras" in r.stderr
-    r = runner.invoke(app, ["export", trained_run, "--to", "onnx"])
+    r = runner.invoke(app, ["export", trained_run, "--to", "pt"])
     assert r.exit_code == 2
     existing = exports["savedmodel"][0]
     r = runner.invoke(app, ["export", trained_run, "--to", "savedmodel", "--out", existing])

@@ -76,7 +76,7 @@ def test_format_always_means_stdout_from_one_set_of_names():
     assert formats == {"prepare": ["table", "json"], "evaluate": ["table", "json", "csv"],
                        "predict": ["table", "jsonl", "csv"], "backbones": ["table", "json", "csv"]}
     export = {o: p for p in _options("export") for o in p.opts}
-    assert _choices(export["--to"]) == ["savedmodel", "tflite", "keras"]
+    assert _choices(export["--to"]) == ["savedmodel", "tflite", "keras", "onnx"]
     assert "--format" not in export and not any(p.hidden for c in COMMANDS for p in _options(c))  # no aliases
 
 
@@ -98,8 +98,8 @@ def test_export_takes_its_format_as_to_and_has_no_other_spelling(runner, tmp_pat
         assert r.exit_code == 2 and f"No such option: {old}" in r.stderr
     r = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--to", "keras"])
     assert r.exit_code == 2 and "Warning" not in r.stderr
-    r = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--to", "onnx"])
-    assert r.exit_code == 2 and "'--to': must be one of savedmodel, tflite, keras; got onnx" in r.stderr
+    r = runner.invoke(app, ["export", str(tmp_path / "no-run"), "--to", "pt"])
+    assert r.exit_code == 2 and "'--to': must be one of savedmodel, tflite, keras, onnx; got pt" in r.stderr
 
 
 # Every option that reads an environment variable, with a bad value: (command line, variable, value, what the
@@ -121,6 +121,7 @@ ENV_CASES = [
     (["predict", "r", "p"], "IMGCLASS_FORMAT", "xml", "one of table, jsonl, csv"),
     (["predict", "r", "p"], "IMGCLASS_TOP_K", "0", "between 1 and 100000"),
     (["evaluate", "r", "d"], "IMGCLASS_GALLERY", "-1", "at least 0"),
+    (["train", "d"], "IMGCLASS_PRECISION", "fp8", "one of auto, float32, bfloat16, float16"),
 ]
 
 

@@ -39,6 +39,7 @@ class Dataset:
     # the order of that split's samples; empty when they did not fit in memory or were not asked for.
     images: dict = field(default_factory=dict)
     image_size: int = 0
+    image_resize: str = "squash"  # the --resize mode they were decoded with
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from imgclass_cli.config import OnBadImage
+from imgclass_cli.config import OnBadImage, Resize
 from imgclass_cli.data import pipeline
 from imgclass_cli.data.folders import Dataset
 from imgclass_cli.data.imagefile import CHECK_SIZE, FileInfo, decode_error, probe_bytes, why_not_image
@@ -74,12 +74,12 @@ def fail_message(path: str, reason: str) -> str:
 
 def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], None],
            min_classes: int = 1, progress: Callable[[int, int], None] | None = None,
-           image_size: int | None = None) -> Dataset:
+           image_size: int | None = None, resize: Resize | str = Resize.squash) -> Dataset:
     """Decode-check every sample before any epoch starts: skip (warn, naming each file) or fail on the first.
 
     One pass over the files: each is read once, its header probed (probe_file) in order, and its bytes decoded with
     the training decoder in parallel tf.data pipelines (pipeline.decode_all). With `image_size`, the decoded images
-    are kept (data.images, uint8) when they fit in memory, so the first epoch decodes nothing again; a prepared
+    are kept (data.images, uint8, resized the `resize` way) when they fit in memory, so the first epoch decodes nothing again; a prepared
     folder's samples were checked by prepare (data.verified): its bad files are reported, not probed, and its
     images are only decoded to be kept. A file that fails the decode is decoded once more on its own
     (imagefile.decode_error) for the reason. Sets each sample's EXIF orientation; returns the same Dataset with
@@ -96,9 +96,10 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
     bad: dict[str, str] = {}
     if not data.verified or keep:
         images = _decode_check(samples, data.verified, policy == OnBadImage.fail, image_size if keep else None,
-                               bad, progress)
+                               bad, progress, Resize(resize))
         if images is not None:
             _keep_images(data, images, bad)
+            data.image_resize = Resize(resize).value
     for path, reason in known_bad + sorted(bad.items()):
         warn(f"skipping {path}: {reason}")
     if bad:
@@ -112,7 +113,7 @@ def screen(data: Dataset, on_bad_image: OnBadImage | str, warn: Callable[[str], 
 
 
 def _decode_check(samples: list, verified: bool, fail: bool, keep_size: int | None, bad: dict[str, str],
-                  progress) -> np.ndarray | None:
+                  progress, resize: Resize = Resize.squash) -> np.ndarray | None:
     """The one pass of screen(): probe (unless `verified`) and decode every sample, adding the bad ones to `bad`
     (raising at the first with `fail`). Returns the decoded images in sample order when `keep_size` is given."""
     # --on-bad-image fail names the first bad file in path order: check in that order and stop there.
@@ -130,7 +131,8 @@ def _decode_check(samples: list, verified: bool, fail: bool, keep_size: int | No
         return s.path, s.orientation, contents  # decoded from these bytes: the file is read once
 
     decoded, failed = pipeline.decode_all(len(samples), item, keep_size or CHECK_SIZE, keep=keep_size is not None,
-                                          stop=lambda: fail and bool(bad), stop_on_error=fail, progress=progress)
+                                          stop=lambda: fail and bool(bad), stop_on_error=fail, progress=progress,
+                                          resize=resize if keep_size is not None else Resize.squash)
     for j in failed:  # in order: with fail, the first is the first bad file
         s = samples[order[j]]
         bad[s.path] = check_file(s.path, digest=False).reason or "cannot decode: unknown error"

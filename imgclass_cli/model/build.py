@@ -11,6 +11,7 @@ from imgclass_cli.config import (
     RESIZE_ANTIALIAS,
     RESIZE_INTERPOLATION,
     SCRATCH_ARCHS,
+    Resize,
     TrainConfig,
 )
 from imgclass_cli.errors import ImgclassError, first_line
@@ -21,29 +22,64 @@ tf()
 _keras = keras()
 
 # Names of the parts, for people reading model.summary(); code finds the parts by structure (model/parts.py).
+FLOAT32 = "float32"
 RESIZE_LAYER, PREPROCESS_LAYER, BACKBONE_LAYER, POOL_LAYER = "resize", "preprocess", "backbone", "pool"
 DROPOUT_LAYER, CLASSIFIER_LAYER, SOFTMAX_LAYER = "dropout", "classifier", "probabilities"
 
 
 def _head(x, num_classes: int, dropout: float | None):
-    """pooled features -> [dropout] -> logits -> softmax with temperature."""
+    """pooled features -> [dropout] -> logits -> softmax with temperature (float32 under any precision)."""
     L = _keras.layers
     if dropout is not None:
         x = L.Dropout(dropout, name=DROPOUT_LAYER)(x)
-    x = L.Dense(num_classes, name=CLASSIFIER_LAYER)(x)
-    return TemperatureSoftmax(name=SOFTMAX_LAYER)(x)
+    x = L.Dense(num_classes, name=CLASSIFIER_LAYER, dtype=FLOAT32)(x)
+    return TemperatureSoftmax(name=SOFTMAX_LAYER, dtype=FLOAT32)(x)
 
 
 def keras_cache_dir() -> str:
     return os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
 
 
-def _input_and_resize(image_size: int):
-    L = _keras.layers
+def resizing_layer(image_size: int, resize: Resize | str = Resize.squash, name: str = RESIZE_LAYER):
+    """The model's Resizing layer for a --resize mode (data.imagefile.decode resizes the same way)."""
+    mode = Resize(resize)
+    return _keras.layers.Resizing(image_size, image_size, interpolation=RESIZE_INTERPOLATION,
+                                  antialias=RESIZE_ANTIALIAS, crop_to_aspect_ratio=mode == Resize.crop,
+                                  pad_to_aspect_ratio=mode == Resize.pad, name=name, dtype=FLOAT32)
+
+
+def resize_mode(model) -> Resize:
+    """The --resize mode a classifier's Resizing layer was built with."""
+    from imgclass_cli.model.parts import parts
+
+    layer = parts(model).resize
+    return Resize.crop if layer.crop_to_aspect_ratio else Resize.pad if layer.pad_to_aspect_ratio else Resize.squash
+
+
+def _input_and_resize(image_size: int, resize: Resize | str = Resize.squash):
     inputs = _keras.Input(shape=(None, None, 3), name="image")
-    x = L.Resizing(image_size, image_size, interpolation=RESIZE_INTERPOLATION, antialias=RESIZE_ANTIALIAS,
-                   name=RESIZE_LAYER)(inputs)
-    return inputs, x
+    return inputs, resizing_layer(image_size, resize)(inputs)
+
+
+def apply_precision(model, policy: str) -> None:
+    """Compute the feature extractor of an imgclass classifier in `policy` (float32, mixed_bfloat16,
+    mixed_float16): the resize, the preprocessing, the pooling, the head and the softmax stay float32, so the model
+    takes and gives float32 whatever it computes in. Weights are float32 under every policy (mixed policies cast
+    them per op), so the same weights serve every precision. Call it before the model is first traced."""
+    from imgclass_cli.model.parts import parts
+
+    p = parts(model)
+    inner = {id(layer) for layer in p.features}
+
+    def walk(layer, chosen):
+        layer.dtype_policy = chosen
+        if isinstance(layer, _keras.Model):
+            for sub in layer.layers:
+                walk(sub, chosen)
+
+    model.dtype_policy = FLOAT32
+    for layer in model.layers:
+        walk(layer, policy if id(layer) in inner else FLOAT32)
 
 
 def build_backbone(name: str, image_size: int, weights: str):
@@ -95,23 +131,24 @@ def _load_backbone_weights(base, path: str, name: str) -> None:
 
 def build_classifier(arch: str, num_classes: int, image_size: int, weights: str = "none",
                      dropout: float = TrainConfig.dropout,
-                     trainable_backbone: bool | None = None):
-    """raw 0-255 image -> resize -> preprocessing -> network -> softmax over num_classes.
+                     trainable_backbone: bool | None = None, resize: Resize | str = Resize.squash):
+    """raw 0-255 image -> resize (squash, crop or pad) -> preprocessing -> network -> softmax over num_classes.
 
     Backbones are frozen and called with training=False (BatchNorm in inference mode) unless
-    trainable_backbone is True (training a Keras Applications network from scratch).
+    trainable_backbone is True (training a Keras Applications network from scratch). Built in float32;
+    apply_precision sets what the network computes in.
     """
     L = _keras.layers
     if arch in SCRATCH_ARCHS:
         if weights == "none":
-            return _scratch(arch, num_classes, image_size, dropout)
+            return _scratch(arch, num_classes, image_size, dropout, resize)
         if os.path.isdir(weights) and trainable_backbone is False:
-            return _on_scratch_run(arch, weights, num_classes, image_size, dropout)
+            return _on_scratch_run(arch, weights, num_classes, image_size, dropout, resize)
         raise ImgclassError(f"--weights {weights}: the scratch architecture {arch} has no pretrained weights")
     if not is_backbone(arch):
         get_backbone(arch)  # raises with a suggestion
     spec = get_backbone(arch)
-    inputs, x = _input_and_resize(image_size)
+    inputs, x = _input_and_resize(image_size, resize)
     x = BackbonePreprocess(spec.name, name=PREPROCESS_LAYER)(x)
     base = build_backbone(spec.name, image_size, weights)
     if trainable_backbone is None:
@@ -129,7 +166,7 @@ def build_classifier(arch: str, num_classes: int, image_size: int, weights: str 
     return _keras.Model(inputs, _head(x, num_classes, dropout), name=f"imgclass_{spec.name}")
 
 
-def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int, dropout: float):
+def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int, dropout: float, resize):
     """finetune --weights RUN of a scratch CNN: its layers up to its pooling (or flatten) layer, frozen and in
     inference mode, become the backbone; a new head on top. The scratch `cnn` learns features that transfer
     (bench/fmnist_transfer.py)."""
@@ -148,16 +185,16 @@ def _on_scratch_run(arch: str, run_path: str, num_classes: int, image_size: int,
                             f"{source_size}; leave out --image-size")
     base = _keras.Model(start.output, cut.input, name=BACKBONE_LAYER)
     base.trainable = False
-    inputs, x = _input_and_resize(image_size)
+    inputs, x = _input_and_resize(image_size, resize)
     x = L.Rescaling(1.0 / 255, name=PREPROCESS_LAYER)(x)
     x = base(x, training=False)
     x = L.GlobalAveragePooling2D(name=POOL_LAYER)(x)
     return _keras.Model(inputs, _head(x, num_classes, dropout), name=f"imgclass_{arch.replace('-', '_')}_transfer")
 
 
-def _scratch(arch: str, num_classes: int, image_size: int, dropout: float):
+def _scratch(arch: str, num_classes: int, image_size: int, dropout: float, resize):
     L = _keras.layers
-    inputs, x = _input_and_resize(image_size)
+    inputs, x = _input_and_resize(image_size, resize)
     x = L.Rescaling(1.0 / 255, name=PREPROCESS_LAYER)(x)
     if arch == "simple-cnn":
         # The seed project's network: three conv/pool blocks, flatten, dense.

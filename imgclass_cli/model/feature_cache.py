@@ -75,20 +75,27 @@ def split_backbone(base, top_layers: list):
     return trunk, top
 
 
+def _storage(out, on_disk: bool):
+    """The dtype a cached output is kept in: bfloat16 where the frozen part computes in bfloat16 (phase 2's trunk
+    under mixed_bfloat16: kept exactly, in half the memory), else float32 (the pooled features of phase 1 leave the
+    float32 pooling layer; float16 outputs are kept in float32). On disk always float32 (.npy has no bfloat16)."""
+    if not on_disk and getattr(getattr(out, "dtype", None), "name", "") == "bfloat16":
+        return out.dtype.as_numpy_dtype
+    return np.float32
+
+
 def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder: str | None = None,
             progress=None) -> tuple[list, np.ndarray]:
-    """Run fn over (x, y) batches into preallocated arrays (np.memmap files in `folder` when given);
-    progress(done, total) after each batch."""
-    if folder:
-        arrays = [np.lib.format.open_memmap(os.path.join(folder, f"x{i}.npy"), mode="w+", dtype=np.float32,
-                                            shape=(n_total, *s)) for i, s in enumerate(shapes)]
-    else:
-        arrays = [np.empty((n_total, *s), dtype=np.float32) for s in shapes]
+    """Run fn over (x, y) batches into arrays allocated at the first batch (np.memmap files in `folder` when
+    given); progress(done, total) after each batch."""
+    arrays: list = []
     labels = np.empty(n_total, dtype=np.int32)
     i = 0
     for x, y in batches:
         outs = fn(x)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        if not arrays:
+            arrays = _allocate(outs, n_total, shapes, folder)
         b = int(y.shape[0])
         for a, o in zip(arrays, outs):
             a[i:i + b] = np.asarray(o)
@@ -96,12 +103,21 @@ def compute(fn, batches: Iterable, n_total: int, shapes: list[tuple], *, folder:
         i += b
         if progress is not None:
             progress(i, n_total)
+    if not arrays:
+        arrays = _allocate([None] * len(shapes), n_total, shapes, folder)
     if i != n_total:  # unreadable files dropped by the pipeline would shift everything: refuse silently wrong data
         raise RuntimeError(f"feature cache: expected {n_total} images, got {i}")
     for a in arrays:
         if isinstance(a, np.memmap):
             a.flush()
     return arrays, labels
+
+
+def _allocate(outs, n_total: int, shapes: list[tuple], folder: str | None) -> list:
+    if folder:
+        return [np.lib.format.open_memmap(os.path.join(folder, f"x{i}.npy"), mode="w+", dtype=np.float32,
+                                          shape=(n_total, *s)) for i, s in enumerate(shapes)]
+    return [np.empty((n_total, *s), dtype=_storage(o, False)) for o, s in zip(outs, shapes)]
 
 
 def build(fn, shapes: list[tuple], make_batches, n_images: int, views: int, *, disk_parent: str | None,

@@ -26,7 +26,8 @@ class BackbonePreprocess(_keras.layers.Layer):
 
 @_keras.saving.register_keras_serializable(package="imgclass")
 class SmoothedSparseCrossentropy(_keras.losses.Loss):
-    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no label_smoothing)."""
+    """Cross-entropy on integer labels with label smoothing (Keras' sparse loss has no label_smoothing); labels of
+    shape (batch, num_classes) are taken as they are: mixed one-hot labels (MixUp, CutMix)."""
 
     def __init__(self, num_classes: int, label_smoothing: float = 0.0, name="smoothed_sparse_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -35,7 +36,10 @@ class SmoothedSparseCrossentropy(_keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         ops = _keras.ops
-        y = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
+        if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes and self.num_classes > 1:
+            y = ops.cast(y_true, y_pred.dtype)
+        else:
+            y = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
         return _keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self):

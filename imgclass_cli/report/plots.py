@@ -1,5 +1,5 @@
-"""PNG figures of a run: the confusion matrix (counts and row-normalized), the training curves and the reliability
-diagram.
+"""PNG figures of a run: the confusion matrix (counts and row-normalized), the training curves, the reliability
+diagram and the grid of augmented training images.
 
 matplotlib with the Agg backend only: no display, no GUI toolkit, safe in CI and over ssh.
 """
@@ -134,6 +134,38 @@ def save_training_curves(history: list[dict], folder: str, warn=None) -> str | N
     except Exception as e:  # a plotting problem must not throw away a trained model
         if warn is not None:
             warn(f"could not draw the training curves: {e}")
+        return None
+
+
+def augment_preview(images: np.ndarray, path: str, title: str = "") -> str:
+    """A grid of augmented training images (uint8, n x h x w x 3): what the model saw."""
+    plt = pyplot()
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + (0.6 if title else 0)), squeeze=False)
+    try:
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                ax.imshow(images[i], interpolation="nearest")
+        if title:
+            fig.suptitle(title, fontsize=8, wrap=True)
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_augment_preview(images: np.ndarray, folder: str, title: str, warn=None) -> str | None:
+    """The hook training.run calls: like the curves, a failed plot warns and the run is still written."""
+    try:
+        return augment_preview(images, os.path.join(folder, files.AUGMENT_PREVIEW), title)
+    except fs.WriteFailed:
+        raise
+    except Exception as e:
+        if warn is not None:
+            warn(f"could not draw the augmentation preview: {e}")
         return None
 
 

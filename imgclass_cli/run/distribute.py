@@ -332,14 +332,15 @@ def fit_loop(dist: Distribution, model, train, val: Validation | None, *, loss_f
         with t.GradientTape() as tape:
             probs = model(x, training=True)
             per = loss_fn(y, probs)
+            classes = t.cast(y if len(y.shape) == 1 else t.argmax(y, -1), t.int32)  # mixed labels: their largest
             if weights is not None:
-                per = per * t.gather(weights, t.cast(y, t.int32))
+                per = per * t.gather(weights, classes)
             loss = t.nn.compute_average_loss(per, global_batch_size=dist.global_batch)
             if model.losses:
                 loss += t.nn.scale_regularization_loss(t.add_n(model.losses))
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        hit = t.equal(t.cast(t.argmax(probs, -1), t.int32), t.cast(y, t.int32))
+        hit = t.equal(t.cast(t.argmax(probs, -1), t.int32), classes)
         return loss, t.reduce_sum(t.cast(hit, t.float32))
 
     @t.function

@@ -1,8 +1,9 @@
-"""Export a run's model as SavedModel, TFLite (float32/float16/int8) or .keras, with labels and a parity check.
+"""Export a run's model as SavedModel, TFLite (float32/float16/int8), ONNX or .keras, with labels and a parity check.
 
 The exported graph starts *after* the model's Resizing layer: its input is a fixed
 (batch, image_size, image_size, 3) float32 of 0-255 RGB, decoded and resized by `imagefile.decode` exactly
-as `imgclass predict` does. That keeps the one resize of the project outside the graph (the antialiased resize
+as `imgclass predict` does (squash, crop or pad, as the run was trained: export.json's `resize`), computed in
+float32 whatever the run trained in. That keeps the one resize of the project outside the graph (the antialiased resize
 is not a TFLite builtin op) and makes "same preprocessing" checkable: the parity check feeds the same arrays to
 the Keras model of the run and to the export and compares their top-1 predictions.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from imgclass_cli import files, fs
 from imgclass_cli._tf import quiet_native_stderr
-from imgclass_cli.config import ExportConfig, ExportFormat, Quantize
+from imgclass_cli.config import ExportConfig, ExportFormat, Quantize, Resize
 from imgclass_cli.data import dataset
 from imgclass_cli.errors import GateFailed, ImgclassError, first_line
 from imgclass_cli.model.parts import parts
@@ -104,13 +105,13 @@ def sample(paths: list[str], n: int, seed: int) -> list[str]:
     return [paths[i] for i in picked]
 
 
-def load_images(paths: list[str], image_size: int, progress=None) -> np.ndarray:
-    """Decode with the project's one decoder (as predict does); unreadable files are left out.
+def load_images(paths: list[str], image_size: int, progress=None, resize: str = "squash") -> np.ndarray:
+    """Decode with the project's one decoder (as predict does, the `resize` way); unreadable files are left out.
     progress(done, total) after each batch."""
     from imgclass_cli.data import pipeline
 
     batches, done = [], 0
-    for b in pipeline.iter_batches(paths, image_size, 64):
+    for b in pipeline.iter_batches(paths, image_size, 64, resize=Resize(resize)):
         done += len(b.paths)
         if progress is not None:
             progress(done, len(paths))
@@ -144,6 +145,40 @@ def write_savedmodel(model, image_size: int, path: str) -> None:
     )
     with quiet_native_stderr():
         archive.write_out(path, verbose=False)
+
+
+def write_onnx(model, image_size: int, path: str) -> None:
+    """An ONNX model (Keras' exporter, through tf2onnx) whose input `image` gives the output `probabilities`."""
+    import logging
+    import warnings
+
+    from imgclass_cli._tf import tf
+
+    try:
+        import onnx
+        import tf2onnx  # noqa: F401  (Keras' exporter imports it; a clear message when it is missing)
+    except ImportError:
+        raise ImgclassError("--to onnx needs tf2onnx and onnx: pip install 'imgclass[onnx]'") from None
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    sub = serving_model(model)
+    spec = tf().TensorSpec([None, image_size, image_size, 3], tf().float32, name="image")
+    with quiet_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            sub.export(path, format="onnx", verbose=False, input_signature=[spec])
+        except Exception as e:
+            raise ImgclassError(f"ONNX conversion failed: {first_line(e)}") from None
+    graph = onnx.load(path)
+    _rename_output(graph, "probabilities")
+    fs.write_bytes_atomic(path, graph.SerializeToString())
+
+
+def _rename_output(graph, name: str) -> None:
+    """tf2onnx names the output after the graph's tensor (Identity:0): call it what export.json says."""
+    old = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+    graph.graph.output[0].name = name
 
 
 INT8_MODES = ("full-integer", "dynamic-range")
@@ -213,6 +248,10 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
     fs.check_out(out, force, fs.EXPORT)
 
     model, info = rundir.load(run_path)
+    from imgclass_cli.model.build import apply_precision, resize_mode
+
+    apply_precision(model, "float32")  # every export computes in float32: it runs anywhere
+    resize = resize_mode(model).value
     seed = info.config.seed if seed is None else seed
     representative = None
     if quantize == Quantize.int8:
@@ -220,15 +259,15 @@ def _export(run_path: str, fmt: ExportFormat, quantize: Quantize | None, config:
         paths = sample(paths, REPRESENTATIVE_IMAGES, seed)
         say(f"calibrating int8 ranges on {len(paths)} images of the {source}")
         with stage("reading calibration images") as progress:
-            representative = load_images(paths, info.image_size, progress)
+            representative = load_images(paths, info.image_size, progress, resize)
     check = None
     if config.parity > 0:
         paths, parity_source = folder_images(data) if data else recorded_images(info, ("val", "test", "train"))
         with stage("reading parity images") as progress:
-            x = load_images(sample(paths, config.parity, seed + 1), info.image_size, progress)
+            x = load_images(sample(paths, config.parity, seed + 1), info.image_size, progress, resize)
         check = ParityInput(x, model(x, training=False).numpy(), parity_source, config.min_agreement)
 
-    meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names)
+    meta = _export_meta(run_path, fmt, quantize, info.image_size, info.class_names, resize)
     # Refused before writing when it cannot fit: TensorFlow's own writers fail mid-file on a full disk.
     fs.check_space(os.path.dirname(os.path.abspath(out)), _bytes_needed(model, fmt, run_path))
     with fs.staged(out, force, fs.EXPORT) as tmp:
@@ -270,16 +309,20 @@ class ParityInput:
     min_agreement: float
 
 
-def _export_meta(run_path: str, fmt: ExportFormat, quantize: Quantize | None, size: int, names: list[str]) -> dict:
+def _export_meta(run_path: str, fmt: ExportFormat, quantize: Quantize | None, size: int, names: list[str],
+                 resize: str = "squash") -> dict:
     """export.json: format, input and output spec, labels, source run and versions."""
     return {
         "format": fmt.value,
         "quantize": quantize.value if quantize else None,
         "model": {ExportFormat.keras: files.KERAS_FILE, ExportFormat.savedmodel: files.SAVEDMODEL_DIR,
-                  ExportFormat.tflite: files.TFLITE_FILE}[fmt],
+                  ExportFormat.tflite: files.TFLITE_FILE, ExportFormat.onnx: files.ONNX_FILE}[fmt],
         "image_size": size,
+        "resize": resize,
+        "compute": "float32",
         "input": {"name": "image", "shape": [None, size, size, 3], "dtype": "float32",
-                  "values": "RGB 0-255, decoded and resized (bilinear, antialiased) to image_size x image_size"}
+                  "values": f"RGB 0-255, decoded and resized (bilinear, antialiased; {resize}) to image_size x "
+                            "image_size"}
         if fmt != ExportFormat.keras else {"name": "image", "shape": [None, None, None, 3], "dtype": "float32",
                                            "values": "RGB 0-255, any size (the Resizing layer is inside)"},
         "output": {"name": "probabilities", "shape": [None, len(names)], "dtype": "float32",
@@ -305,6 +348,8 @@ def _write_checked(model, run_path: str, tmp: str, meta: dict, representative, c
     try:
         if fmt == ExportFormat.keras:
             shutil.copyfile(os.path.join(run_path, files.MODEL), model_path)
+        elif fmt == ExportFormat.onnx:
+            write_onnx(model, size, model_path)
         else:
             write_savedmodel(model, size, model_path if fmt == ExportFormat.savedmodel else sm)
     except Exception as e:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgclass_cli import files, fs
+from imgclass_cli import files, fs, precision
 from imgclass_cli._tf import inference_fn, keras, tf
 from imgclass_cli.config import (RESIZE_ANTIALIAS, RESIZE_INTERPOLATION, TEMPERATURE_BOUNDS, TTA_CROP, Augment,
-                                 EvalConfig, OnBadImage, PredictConfig)
+                                 EvalConfig, OnBadImage, PredictConfig, Resize)
 from imgclass_cli.data import dataset, folders, tfrecord
 from imgclass_cli.errors import EXIT_FAILED, ImgclassError
 from imgclass_cli.report import calibration, evalfiles, gates
@@ -186,8 +186,8 @@ def _no_stage(description, total=None, unit="images"):
     return nullcontext(None)
 
 
-def _checked_data(data_path: str, config: EvalConfig, info, warn, stage):
-    """The evaluated images, decode-checked, with labels in the model's class order."""
+def _checked_data(data_path: str, config: EvalConfig, info, warn, stage, resize: str):
+    """The evaluated images, decode-checked (resized the run's way), with labels in the model's class order."""
     from imgclass_cli.data import verify
 
     data = dataset.scan_for_eval(data_path, config.split)
@@ -195,7 +195,8 @@ def _checked_data(data_path: str, config: EvalConfig, info, warn, stage):
     # check keeps the decoded images (when they fit in memory): the evaluation decodes nothing again.
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
     with stage("checking images") as progress:
-        data = verify.screen(data, config.on_bad_image, warn, progress=progress, image_size=info.image_size)
+        data = verify.screen(data, config.on_bad_image, warn, progress=progress, image_size=info.image_size,
+                             resize=resize)
     known = {name: i for i, name in enumerate(info.class_names)}
     unknown = [c for c in data.class_names if c not in known]
     if unknown:
@@ -214,14 +215,20 @@ def evaluate(run_path: str, data_path: str, config: EvalConfig, *, warn=None, st
 
     stage, warn, info_ = stage or _no_stage, warn or (lambda m: None), info or (lambda m: None)
     run = rundir.read_info(run_path)  # labels first: a class mismatch fails before the model loads
-    data, samples = _checked_data(data_path, config, run, warn, stage)
+    choice = precision.resolve(config.precision)  # a precision this machine lacks fails before the check
+    info_(choice.line())
+    resize = run.config.resize
+    data, samples = _checked_data(data_path, config, run, warn, stage, resize)
     if config.split is None and data.eval_split == "val":
         info_(f"{data_path}: no test split; evaluating on its val split (--split chooses)")
     seen = seen_by_run(run, samples)
     model, _ = rundir.load(run_path)
+    from imgclass_cli.model.build import apply_precision
+
+    apply_precision(model, choice.policy)
     temperature = run_temperature(model, os.path.join(run_path, files.MODEL))
     views = tta_views(run.image_size, flips_for(run)) if config.tta else [("original", lambda x: x)]
-    spec = pipeline.PipelineSpec(run.image_size, config.batch_size, run.config.seed)
+    spec = pipeline.PipelineSpec(run.image_size, config.batch_size, run.config.seed, resize=resize)
     with stage("evaluating" + (f" ({len(views)} views)" if config.tta else ""), len(samples)) as progress:
         try:
             y, logits = predict_logits(
@@ -376,6 +383,7 @@ class PredictJob:
     paths: list[str]
     config: PredictConfig
     note: str | None = None
+    precision_line: str | None = None  # what the model computes in, and why (stderr)
     empty_part: bool = False  # --shard I/N with N larger than the inputs: nothing to do, and that is fine
     total: int | None = None
     skipped: list = field(default_factory=list)  # (path, reason): files of the folders that are not images
@@ -416,8 +424,10 @@ def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=
     from imgclass_cli.data.verify import fail_message
     from imgclass_cli.run import predictors
 
-    k = min(config.top_k, len(predictors.resolve(run_path).class_names))
+    target = predictors.resolve(run_path)
+    k = min(config.top_k, len(target.class_names))
     config = dataclasses.replace(config, top_k=k)
+    choice = predict_precision(target, config.precision)  # a precision this machine lacks fails before any input
     skipped: list = []
     inputs = expand_inputs(paths, stdin, skipped)
     note, empty, total = None, False, None
@@ -433,10 +443,27 @@ def start_predict(run_path: str, paths: list[str], config: PredictConfig, stdin=
         total = len(inputs)
     if total == 0 and not empty:
         raise ImgclassError(nothing_to_predict(list(paths), skipped))
-    records = predict(run_path, inputs, config, predictors.load(run_path))
+    predictor = predictors.load(run_path, choice.policy)  # a model that cannot run fails before any line
+    records = predict(run_path, inputs, config, choice.policy, predictor)
     if config.on_bad_image == OnBadImage.fail:
         records = _stop_at_first_error(records, fail_message)
-    return PredictJob(records, k, list(paths), config, note, empty, total, skipped)
+    return PredictJob(records, k, list(paths), config, note, precision_line=choice.line(), empty_part=empty,
+                      total=total, skipped=skipped)
+
+
+def predict_precision(target, requested) -> precision.Choice:
+    """A Keras model computes in the precision asked for (auto: this machine's fastest); an exported SavedModel,
+    TFLite or ONNX model computes as it was exported (float32): auto and float32 say so, another is refused."""
+    from imgclass_cli.config import Precision
+
+    if target.keras:
+        return precision.resolve(requested)
+    if Precision(requested) in (Precision.auto, Precision.float32):
+        return precision.Choice(Precision(requested).value, precision.FLOAT32,
+                                f"the {target.kind} model computes in float32, as it was exported", fixed=True)
+    raise ImgclassError(f"--precision {Precision(requested).value}: the {target.kind} model computes in float32, "
+                        "as it was exported; the precision applies to run directories and keras exports "
+                        "(leave --precision out)")
 
 
 def _stop_at_first_error(records, fail_message):
@@ -459,24 +486,28 @@ def take_shard(items: Iterable, shard: tuple[int, int]) -> tuple[list, int]:
     return ordered[(i - 1) * m // n: i * m // n], m
 
 
-def predict(run_path: str, paths: Iterable[str], config: PredictConfig, predictor=None) -> Iterator[dict]:
+def predict(run_path: str, paths: Iterable[str], config: PredictConfig, policy: str = "float32",
+            predictor=None) -> Iterator[dict]:
     """One record per path, in input order: status ok (or unsure: top-1 confidence below --min-confidence) with
     label/confidence/top_k, or status error with the reason.
 
-    run_path: a run directory, an export directory or a .tflite file (see predictors.py); predictor: that path
-    already loaded by predictors.load (start_predict loads it before the first input is read).
+    run_path: a run directory, an export directory, a .tflite or .onnx file (see predictors.py); a Keras model
+    computes in `policy`. Images are resized the model's way (its --resize). predictor: run_path's, loaded already
+    (start_predict loads it before the first input is read).
     """
     from imgclass_cli.data import pipeline
     from imgclass_cli.run import predictors
 
-    predictor = predictor if predictor is not None else predictors.load(run_path)
+    predictor = predictor if predictor is not None else predictors.load(run_path, policy)
+    tf()  # imported before the decode threads start (an ONNX or TFLite predictor may not have imported it)
     if getattr(predictor, "model", None) is not None:  # a run or a .keras export: its temperature is a weight we read
         target = predictors.resolve(run_path)
         run_temperature(predictor.model, os.path.join(target.path, files.MODEL) if target.kind == "run" else target.path)
     names = predictor.class_names
     k = max(1, min(config.top_k, len(names)))
     views = _predict_views(run_path, predictor.image_size) if config.tta else None
-    for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size):
+    for batch in pipeline.iter_batches(paths, predictor.image_size, config.batch_size,
+                                       resize=Resize(predictor.resize)):
         probs = _predicted(predictor, batch.images, views) if batch.images is not None else None
         j = 0
         for path, ok, err, extra in zip(batch.paths, batch.ok, batch.errors, batch.extra):

@@ -1,7 +1,9 @@
-"""One interface over everything `predict` accepts: a run directory, an export directory, or a .tflite file.
+"""One interface over everything `predict` accepts: a run directory, an export directory, a .tflite or an .onnx file.
 
 A predictor takes a float32 batch (n, image_size, image_size, 3) of 0-255 RGB decoded and resized by
-`imagefile.decode` and returns softmax probabilities (n, num_classes) in `class_names` order.
+`imagefile.decode` (the `resize` way: squash, crop or pad, as the model was trained) and returns softmax
+probabilities (n, num_classes) in `class_names` order. Keras models compute in the precision asked for; the other
+formats compute as they were exported (float32).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from imgclass_cli import files
 from imgclass_cli._tf import inference_fn, quiet_native_stderr
+from imgclass_cli.config import Resize
 from imgclass_cli.errors import ImgclassError, first_line
 from imgclass_cli.run import rundir
 
@@ -23,10 +26,16 @@ from imgclass_cli.run import rundir
 class Target:
     """What a predict/export path points at, found without TensorFlow."""
 
-    kind: str  # run | tflite | savedmodel | keras
+    kind: str  # run | tflite | savedmodel | keras | onnx
     path: str  # the model file or folder
     class_names: list[str]
     image_size: int | None
+    resize: str = "squash"  # export.json's resize mode (a run's comes from its model)
+
+    @property
+    def keras(self) -> bool:
+        """A Keras model: it computes in any --precision; the other formats as they were exported."""
+        return self.kind in ("run", "keras")
 
 
 def _labels_beside(folder: str) -> list[str]:
@@ -68,25 +77,46 @@ def _read_export_info(path: str) -> dict:
     if not (size is None and meta["format"] == "tflite") and (type(size) is not int or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
         raise ImgclassError(f"{source}: field image_size is missing or invalid ({size!r:.40})")
     meta["model"] = confined(path, meta.get("model"), source, "model")
+    if meta.get("resize", "squash") not in {r.value for r in Resize}:
+        raise ImgclassError(f"{source}: field resize is invalid ({meta.get('resize')!r:.40})")
     return meta
+
+
+def _export_beside(path: str) -> dict:
+    """export.json in the folder of a bare model file, when it is there and describes this file; else {}."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.exists(os.path.join(folder, files.EXPORT_INFO)):
+        return {}
+    meta = _read_export_info(folder)
+    return meta if os.path.realpath(meta["model"]) == os.path.realpath(path) else {}
 
 
 def resolve(path: str) -> Target:
     """Recognise a run directory, an export directory (export.json) or a .tflite file."""
-    if os.path.isfile(path) and path.endswith(".tflite"):
-        return Target("tflite", path, _labels_beside(os.path.dirname(path) or "."), None)
+    for ext in (".tflite", ".onnx"):
+        if os.path.isfile(path) and path.endswith(ext):
+            meta = _export_beside(path)
+            return Target(ext[1:], path, _labels_beside(os.path.dirname(path) or "."), meta.get("image_size"),
+                          meta.get("resize", "squash"))
+        if path.endswith(ext) and not os.path.exists(path):
+            raise ImgclassError(f"{path}: no such file")
     if os.path.isdir(path) and os.path.exists(os.path.join(path, files.EXPORT_INFO)):
         meta = _read_export_info(path)
-        return Target(meta["format"], meta["model"], _labels_beside(path), meta.get("image_size"))
-    if path.endswith(".tflite") and not os.path.exists(path):
-        raise ImgclassError(f"{path}: no such file")
+        return Target(meta["format"], meta["model"], _labels_beside(path), meta.get("image_size"),
+                      meta.get("resize", "squash"))
     info = rundir.read_info(path)  # raises "no such run directory" / "not an imgclass run directory"
     return Target("run", path, info.class_names, info.image_size)
 
 
 class KerasPredictor:
-    def __init__(self, model, class_names: list[str], image_size: int):
+    """A Keras classifier of imgclass, computing in `policy` (precision.py: float32, mixed_bfloat16, ...)."""
+
+    def __init__(self, model, class_names: list[str], image_size: int, policy: str = "float32"):
+        from imgclass_cli.model.build import apply_precision, resize_mode
+
+        apply_precision(model, policy)  # before the first trace
         self.model, self.class_names, self.image_size = model, class_names, image_size
+        self.resize = resize_mode(model).value
         self.forward = inference_fn(model)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -178,7 +208,7 @@ class SavedModelPredictor:
                 self.fn = tf().saved_model.load(path).signatures["serving_default"]
         except Exception as e:
             raise ImgclassError(f"{path}: cannot load the SavedModel ({first_line(e)})") from None
-        self.class_names, self.image_size = class_names, image_size
+        self.class_names, self.image_size, self.resize = class_names, image_size, "squash"
         n_out = next(iter(self.fn.structured_outputs.values())).shape[-1]
         if n_out != len(class_names):
             raise ImgclassError(f"{path}: the model has {n_out} outputs but the labels file names {len(class_names)} classes")
@@ -247,6 +277,7 @@ class TFLitePredictor:
         self.fixed_batch = int(shape[0]) if 0 < shape[0] <= 2**16 else None
         with quiet_native_stderr():  # the tensors of one batch: a model that cannot allocate fails here, not mid-run
             self.interp.allocate_tensors()
+        self.resize = "squash"
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if self.batch != len(x):
@@ -266,14 +297,24 @@ class TFLitePredictor:
         return np.concatenate([self._run(x[i:i + step]) for i in range(0, len(x), step)])
 
 
-def load(path: str):
-    """A predictor for a run directory, an export directory or a .tflite file."""
+def load(path: str, policy: str = "float32"):
+    """A predictor for a run directory, an export directory, a .tflite or an .onnx file; a Keras model computes in
+    `policy`, the other formats as they were exported."""
     target = resolve(path)
+    predictor = _load(path, target, policy)
+    if not target.keras:
+        predictor.resize = target.resize  # export.json's: the decoder resizes the way the model was trained
+    return predictor
+
+
+def _load(path: str, target: Target, policy: str):
     if target.kind == "run":
         model, info = rundir.load(path)
-        return KerasPredictor(model, info.class_names, info.image_size)
+        return KerasPredictor(model, info.class_names, info.image_size, policy)
     if target.kind == "tflite":
         return TFLitePredictor(target.path, target.class_names, target.image_size)
+    if target.kind == "onnx":
+        return OnnxPredictor(target.path, target.class_names, target.image_size)
     if target.kind == "savedmodel":
         return SavedModelPredictor(target.path, target.class_names, int(target.image_size))
     if target.kind == "keras":
@@ -284,5 +325,59 @@ def load(path: str):
         except Exception as e:
             raise ImgclassError(f"{target.path}: cannot load the model ({first_line(e)})") from None
         rundir.check_outputs(model, target.class_names, target.path, os.path.join(path, files.LABELS_TXT))
-        return KerasPredictor(model, target.class_names, int(target.image_size))
+        return KerasPredictor(model, target.class_names, int(target.image_size), policy)
     raise ImgclassError(f"{path}: unknown export format {target.kind!r}")
+
+
+def onnxruntime():
+    """The ONNX Runtime module, or an ImgclassError saying how to install it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImgclassError("reading an .onnx model needs ONNX Runtime: pip install 'imgclass[onnx]'") from None
+    return ort
+
+
+class OnnxPredictor:
+    """An ONNX Runtime session (CPU) over an image classifier: one float32 input (batch, size, size, 3) of 0-255 RGB,
+    one output (batch, classes) of probabilities. Anything else is refused before it runs."""
+
+    def __init__(self, path: str, class_names: list[str], image_size: int | None = None,
+                 num_threads: int | None = None):
+        ort = onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        options.log_severity_level = 3  # errors only: its warnings go to fd 2 unasked
+        try:
+            with quiet_native_stderr():
+                self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise ImgclassError(f"{path}: not an ONNX model ONNX Runtime can run ({first_line(e)})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.input = inputs[0].name if inputs else None
+        self.image_size = _image_input_size(path, inputs)
+        if image_size is not None and image_size != self.image_size:
+            raise ImgclassError(f"{path}: input size {self.image_size} differs from export.json's {image_size}")
+        shape = list(outputs[0].shape) if len(outputs) == 1 else []
+        if len(shape) != 2 or not isinstance(shape[1], int):
+            raise ImgclassError(f"{path}: expected one output of shape (batch, classes), found "
+                                f"{[list(o.shape) for o in outputs]}")
+        if shape[1] != len(class_names):
+            raise ImgclassError(f"{path}: the model has {shape[1]} outputs but the labels file names "
+                                f"{len(class_names)} classes")
+        self.class_names, self.resize = class_names, "squash"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: np.asarray(images, dtype=np.float32)})[0]
+
+
+def _image_input_size(path: str, inputs) -> int:
+    """The square size of an ONNX model's one image-batch input; an ImgclassError naming what it found otherwise."""
+    found = [f"{i.name} {list(i.shape)} {i.type}" for i in inputs]
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    square = (len(shape) == 4 and shape[3] == 3 and isinstance(shape[1], int) and shape[1] == shape[2]
+              and shape[1] > 0)
+    if not square or inputs[0].type != "tensor(float)":
+        raise ImgclassError(f"{path}: not an image classifier imgclass can feed: expected one float input of shape "
+                            f"(batch, size, size, 3), found {'; '.join(found) or 'no inputs'}")
+    return int(shape[1])

@@ -12,13 +12,14 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from imgclass_cli import __version__, files, fs, interrupts
+from imgclass_cli import __version__, files, fs, interrupts, precision
 from imgclass_cli._tf import keras, tf
 from imgclass_cli.config import (
     Augment,
     MIN_CALIBRATION_IMAGES,
     TEMPERATURE_BOUNDS,
     ClassWeight,
+    Resize,
     TrainConfig,
     auto_batch_size,
     auto_epochs,
@@ -138,6 +139,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
         config.batch_size = auto_batch_size(len(data.splits.get("train", [])))
         scanned = _Scanned(data, image_size, time.perf_counter() - started)
     dist = distribute.start(config, auto_batch=scanned is not None)  # before TensorFlow builds anything
+    choice = precision.resolve(config.precision)  # a precision this machine lacks fails here, before any work
     if scanned:
         said.append(_batch_sentence(config.batch_size, dist, len(scanned.data.splits.get("train", []))))
         config.batch_size = dist.global_batch
@@ -147,7 +149,7 @@ def run(config: TrainConfig, reporter: Reporter, *, force: bool = False, callbac
     dist.run_out = config.out
     if dist.kind != distribute.Strategy.default:
         reporter.info(dist.describe())
-    result = _run_locked(config, reporter, force, callbacks, dist, scanned, said)
+    result = _run_locked(config, reporter, force, callbacks, dist, scanned, said, choice)
     if logdir and result.saved:  # another worker's logdir is the chief's: leave it to the chief
         plots.move_tensorboard_logs(logdir, result.out)
     return result if dist.is_chief else dataclasses.replace(result, out=dist.run_out, saved=False)
@@ -159,7 +161,8 @@ def _batch_sentence(batch: int, dist: distribute.Distribution, train_images: int
     return f"batch size {dist.global_batch} ({rounded}{why})"
 
 
-def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, dist, scanned, said):
+def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, dist, scanned, said,
+                choice: precision.Choice):
     """_run under the lock of OUT. Only the chief writes OUT; another worker writes a temporary folder it removes
     (and runs no extra callbacks: TensorBoard logs are the chief's)."""
     with dist.outputs(config.out) as out:
@@ -168,7 +171,7 @@ def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks:
         try:
             with fs.locked(out):
                 try:
-                    return _run(config, reporter, force, callbacks, dist, scanned, said)
+                    return _run(config, reporter, force, callbacks, dist, scanned, said, choice)
                 except BaseException:  # failed or interrupted before any epoch was saved: no marker-only folder
                     ckpt.remove_unused(ckpt.checkpoint_dir(out))
                     raise
@@ -181,9 +184,12 @@ def _run_locked(config: TrainConfig, reporter: Reporter, force: bool, callbacks:
 
 
 def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, dist: distribute.Distribution,
-         scanned: _Scanned | None = None, said: list[str] | None = None) -> TrainResult:
+         scanned: _Scanned | None = None, said: list[str] | None = None,
+         choice: precision.Choice | None = None) -> TrainResult:
     """scanned: run()'s scan when it scanned already (to pick the default batch size). said: the defaults run()
-    picked (batch size, learning rate), one line after the image check, so a bad file's error stays the only line."""
+    picked (batch size, learning rate), one line after the image check and the precision's line, so a bad file's
+    error stays the only line. choice: the precision (float32 when not given)."""
+    choice = choice or precision.choose("float32", precision.Machine())
     started = time.time() - (scanned.seconds if scanned else 0.0)
     timings = Timings()
     out = config.out
@@ -194,15 +200,17 @@ def _run(config: TrainConfig, reporter: Reporter, force: bool, callbacks: list, 
         with timings("scan"):
             data, image_size = _scan(config)
     try:
-        model, data = _model_and_checked_data(config, data, image_size, reporter, dist, timings, said or [])
+        model, data = _model_and_checked_data(config, data, image_size, reporter, dist, timings, said or [],
+                                              choice)
     except KeyboardInterrupt as e:
         raise _interrupted(e, config, out, None) from None
     counts = {split: len(samples) for split, samples in data.splits.items()}
-    history, val_pred = _fit(model, config, data, image_size, reporter, callbacks, dist, timings)
+    history, val_pred, shown = _fit(model, config, data, image_size, reporter, callbacks, dist, timings, choice)
     report, calibration = _calibrated_report(model, config, data, val_pred, reporter)
     try:
+        build.apply_precision(model, precision.FLOAT32)  # saved as float32: it predicts on any machine
         recorded = _save_run(out, force, config, data, image_size, model, history, report, reporter, dist,
-                             timings, started, calibration)
+                             timings, started, choice, shown, calibration)
     except KeyboardInterrupt as e:  # the staged run folder is gone; the last epoch's checkpoint is still there
         raise _interrupted(e, config, out, None) from None
     ckpt.remove(ckpt.checkpoint_dir(out))  # the run is complete: its checkpoint is no longer needed
@@ -259,9 +267,10 @@ def _calibrate(model, config: TrainConfig, y, logits, reporter: Reporter) -> dic
             "nll_after": fit.nll_after}
 
 
-def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter: Reporter, dist, timings, said):
-    """The model, then the image check (after the model: an offline ImageNet download fails before minutes of
-    checking), then the defaults that depend on the checked data."""
+def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter: Reporter, dist, timings, said,
+                            choice: precision.Choice):
+    """The model (computing in the chosen precision), then the image check (after the model: an offline ImageNet
+    download fails before minutes of checking), then the defaults that depend on the checked data."""
     keras().utils.set_random_seed(config.seed)
     # Same seed, data and options -> same metrics on CPU: without this, the random augmentation layers run in a
     # parallel tf.data map and consume their seed state in a racy order.
@@ -269,10 +278,12 @@ def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter
     with dist.strategy.scope(), timings("model"):
         model = build.build_classifier(
             config.arch, len(data.class_names), image_size, weights=config.weights, dropout=config.dropout,
-            trainable_backbone=False if config.command == "finetune" else None,
+            trainable_backbone=False if config.command == "finetune" else None, resize=config.resize,
         )
+        build.apply_precision(model, choice.policy)
     with timings("check"):
         data = _check_images(config, data, image_size, reporter, dist)
+    reporter.info(choice.line())
     if said:
         reporter.info("; ".join(said))
     if config.epochs is None:  # recorded as a number in the checkpoint and config.json
@@ -282,15 +293,25 @@ def _model_and_checked_data(config: TrainConfig, data, image_size: int, reporter
     return model, data
 
 
-def _fit(model, config: TrainConfig, data, image_size: int, reporter: Reporter, callbacks: list, dist, timings):
+def _fit(model, config: TrainConfig, data, image_size: int, reporter: Reporter, callbacks: list, dist, timings,
+         choice: precision.Choice):
     """fit_phases, with TensorFlow's failures turned into one clear error: a file that fails to decode mid-epoch,
-    a lost peer, an interrupt outside the fit loop's safe points, a diverged loss."""
-    spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment)
+    a lost peer, an interrupt outside the fit loop's safe points, a diverged loss. Returns (history, validation
+    predictions, the augmented images shown in augment_preview.png or None)."""
+    cached = config.command == "finetune" and config.cache  # one label per cached image: no MixUp/CutMix
+    spec = pipeline.PipelineSpec(image_size, config.batch_size, config.seed, config.augment, config.resize,
+                                 0 if cached else len(data.class_names))
+    shown = None
+    if config.augment != Augment.none:
+        reporter.info(f"augmentation: {pipeline.describe_augmentation(config.augment, mixing=not cached)}")
+        same = data.image_size == image_size and data.image_resize == spec.resize.value
+        kept = data.images.get("train") if same else None
+        shown = pipeline.preview(data.splits["train"], spec, kept)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # our tf.data pipeline shuffles with the seed
     try:
         with dist.strategy.scope():
             history, val_pred = fit_phases(model, config, data, spec, reporter, list(callbacks), config.out, dist,
-                                           timings)
+                                           timings, choice)
     except (tf().errors.InvalidArgumentError, tf().errors.DataLossError) as e:
         samples = [s for split in data.splits.values() for s in split]
         raise ImgclassError("an image could not be decoded during training: "
@@ -305,7 +326,7 @@ def _fit(model, config: TrainConfig, data, image_size: int, reporter: Reporter, 
                                 every_worker=True) from None
     if history and not np.isfinite(history[-1]["loss"]):
         raise ImgclassError("training diverged (loss is not finite); lower --learning-rate", exit_code=1)
-    return history, val_pred
+    return history, val_pred, shown
 
 
 class Timings:
@@ -383,7 +404,7 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
     with reporter.stage("checking images", unit="images") as progress:
         # Under multiworker the kept images are of this worker's shard only; screened() drops them (it streams).
         local = verify.screen(dist.local(data), config.on_bad_image, reporter.warn, min_classes=2, progress=progress,
-                              image_size=image_size)
+                              image_size=image_size, resize=config.resize)
     data = dist.screened(data, local)
     counts = {split: len(samples) for split, samples in data.splits.items()}
     reporter.info(
@@ -395,8 +416,9 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
               report: Report | None, reporter: Reporter, dist: distribute.Distribution, timings: Timings,
-              started: float, calibration_record: dict | None = None) -> dict:
-    """Writes the run; returns the timings it recorded (what train and finetune print)."""
+              started: float, choice: precision.Choice, shown=None, calibration_record: dict | None = None) -> dict:
+    """Writes the run (with augment_preview.png when `shown` holds augmented images); returns the timings it
+    recorded (what train and finetune print)."""
     root = tfrecord.absolute(data.root)
     split_rows = [
         {"path": _relative(s.path, root), "class": data.class_names[s.label], "split": split}
@@ -415,11 +437,14 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
         "split": {"counts": counts, "layout": data.layout, "file": files.SPLIT, "seed": config.seed},
         "preprocessing": {
             "input": "RGB, 0-255, any size (grayscale/RGBA converted to RGB, first GIF frame)",
-            "resize": f"bilinear with antialiasing to {image_size}x{image_size}, inside the model",
+            "resize": f"{RESIZE_WORDS[config.resize]}, bilinear with antialiasing to {image_size}x{image_size}, "
+                      "inside the model",
+            "resize_mode": config.resize.value,
             "normalization": "inside the model (Rescaling for scratch CNNs, the backbone's preprocess_input)",
         },
         "distribute": dist.record(),
         "calibration": calibration_record or {"temperature": 1.0, "fitted_on": None},
+        "precision": choice.record(),  # what training computed in; the saved model is float32
         "versions": rundir.library_versions(),
     }
     with fs.staged(out, force, fs.RUN) as tmp:
@@ -427,9 +452,16 @@ def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int,
             rundir.save(tmp, model, data.class_names, run_config, history, report.to_dict() if report else None,
                         split_rows)
             plots.save_training_curves(history, tmp, reporter.warn)
+            if shown is not None:
+                plots.save_augment_preview(shown, tmp, pipeline.describe_augmentation(
+                    config.augment, mixing=not (config.command == "finetune" and config.cache)), reporter.warn)
         recorded = timings.to_dict(time.time() - started)
         rundir.save_timings(tmp, recorded)  # last: `save` covers the rest
     return recorded
+
+
+RESIZE_WORDS = {Resize.squash: "the whole image squashed to a square", Resize.crop: "the centred square cropped",
+                Resize.pad: "the whole image padded to a square with black"}
 
 
 def _relative(path: str, root: str) -> str:
@@ -471,8 +503,15 @@ def class_weights(labels, num_classes: int) -> dict[int, float]:
     return {i: weights.get(i, 1.0) for i in range(num_classes)}
 
 
-def make_optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: int, epochs: int):
-    """Adam, or AdamW with --weight-decay; linear warm-up over --warmup-epochs, then cosine decay to 0."""
+def make_optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: int, epochs: int,
+                   loss_scaling: bool = False):
+    """Adam, or AdamW with --weight-decay; linear warm-up over --warmup-epochs, then cosine decay to 0. With
+    loss_scaling (float16), wrapped in Keras' LossScaleOptimizer (dynamic loss scaling)."""
+    opt = _optimizer(config, learning_rate, steps_per_epoch, epochs)
+    return keras().optimizers.LossScaleOptimizer(opt) if loss_scaling else opt
+
+
+def _optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: int, epochs: int):
     K = keras()
     total = max(1, steps_per_epoch * epochs)
     warm = min(total - 1, int(round(config.warmup_epochs * steps_per_epoch)))
@@ -489,8 +528,10 @@ def make_optimizer(config: TrainConfig, learning_rate: float, steps_per_epoch: i
     return K.optimizers.Adam(schedule)
 
 
-def make_loss(config: TrainConfig, num_classes: int, reduction: str | None = "sum_over_batch_size"):
-    if config.label_smoothing > 0:
+def make_loss(config: TrainConfig, num_classes: int, reduction: str | None = "sum_over_batch_size",
+              mixed_labels: bool = False):
+    """Cross-entropy on class indices; with mixed_labels it also takes mixed one-hot labels (MixUp, CutMix)."""
+    if config.label_smoothing > 0 or mixed_labels:
         return build.SmoothedSparseCrossentropy(num_classes, config.label_smoothing, reduction=reduction)
     return keras().losses.SparseCategoricalCrossentropy(reduction=reduction)
 
@@ -511,6 +552,8 @@ class FitData:
     val: object | None
     steps_per_epoch: int | None  # set when the cached dataset repeats (several augmented views)
     caches: list
+    mixed_labels: bool = False  # training labels are mixed one-hot vectors (MixUp, CutMix)
+    loss_scaling: bool = False  # float16: Keras' loss scaling wraps the optimizer
 
 
 def plan_phases(model, config: TrainConfig) -> tuple[list[Phase], list]:
@@ -532,12 +575,13 @@ def prepare_fit_data(model, config: TrainConfig, data, spec, top_layers: list, f
     """The plain image pipelines, or (finetune with --cache) the frozen part run once into a feature cache."""
     train_samples = data.splits["train"]
     val_samples = data.splits.get("val", [])
-    kept = data.images if data.image_size == spec.image_size else {}  # decoded by the check (verify.screen)
+    same = data.image_size == spec.image_size and data.image_resize == spec.resize.value
+    kept = data.images if same else {}  # decoded by the check (verify.screen)
     train_ds = pipeline.build(train_samples, spec, training=True, images=kept.get("train"))
     val_ds = pipeline.build(val_samples, spec, training=False, images=kept.get("val")) if val_samples else None
     if not (config.command == "finetune" and config.cache):
         data.images = {}  # the datasets hold the pixels now: at the 2 GB cache limit, not twice
-        return FitData(model, train_ds, val_ds, None, [])
+        return FitData(model, train_ds, val_ds, None, [], mixed_labels=pipeline.mixes_labels(spec))
     base = parts(model).backbone
     trunk, top = feature_cache.split_backbone(base, top_layers) if top_layers else (None, None)
     fn = feature_cache.frozen_part(model, trunk)
@@ -586,7 +630,8 @@ def close_caches(fit: FitData) -> None:
 
 
 def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callbacks: list, out: str,
-               dist: distribute.Distribution | None = None, timings: Timings | None = None):
+               dist: distribute.Distribution | None = None, timings: Timings | None = None,
+               choice: precision.Choice | None = None):
     """Phase 1 (and phase 2 with --unfreeze), on the feature cache or the plain pipeline.
 
     Returns (history rows, (val labels, val logits) or None). Saves a checkpoint after every epoch;
@@ -606,6 +651,7 @@ def fit_phases(model, config: TrainConfig, data, spec, reporter: Reporter, callb
                                    reporter)
         else:
             fit = prepare_fit_data(model, config, data, spec, top_layers, folder, reporter)
+    fit.loss_scaling = choice is not None and choice.loss_scaling
     try:
         # SIGINT/SIGTERM only set a flag in here; the loop acts on it between batches (ckpt.safe_points), never
         # inside a checkpoint write.
@@ -758,9 +804,10 @@ def _fit_phase(model, fit: FitData, phase: Phase, initial: int, restore: bool, t
             what = "head on the frozen backbone" if phase.number == 1 else _phase2_text(
                 model, config, trainable, phase.learning_rate)
             reporter.info(f"phase {phase.number}: {what}")
-    loop.optimizer = opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs)
-    fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes),
-                      metrics=[K.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    loop.optimizer = opt = make_optimizer(config, phase.learning_rate, steps, phase.epochs, fit.loss_scaling)
+    accuracy = K.metrics.CategoricalAccuracy if fit.mixed_labels else K.metrics.SparseCategoricalAccuracy
+    fit.model.compile(optimizer=opt, loss=make_loss(config, num_classes, mixed_labels=fit.mixed_labels),
+                      metrics=[accuracy(name="accuracy")])
     if restore:
         ckpt.restore_optimizer(config.resume, opt, fit.model.trainable_variables)
     offset = len(loop.history) - initial
@@ -785,7 +832,8 @@ def _fit_phase(model, fit: FitData, phase: Phase, initial: int, restore: bool, t
     cbs.append(ckpt.safe_points())  # last: the epoch's checkpoint and progress line come first
     try:
         if custom:  # mirrored, multiworker: Keras fit fails under both (see run/distribute.py)
-            distribute.fit_loop(dist, fit.model, fit.train, val, loss_fn=make_loss(config, num_classes, None),
+            distribute.fit_loop(dist, fit.model, fit.train, val,
+                                loss_fn=make_loss(config, num_classes, None, mixed_labels=fit.mixed_labels),
                                 optimizer=opt, class_weights=weights, epochs=phase.epochs, initial_epoch=initial,
                                 steps=steps, callbacks=cbs, num_classes=num_classes)
         else:
