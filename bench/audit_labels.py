@@ -9,7 +9,7 @@ folder under /tmp), with --noise of them moved to a class folder chosen uniforml
 train` from scratch on that noisy folder (the defaults: cnn at 28 px); `imgclass audit --run` on it; the
 precision and recall of the flagged set against the flipped set. Then the out-of-sample probabilities are
 recomputed the way the audit computes them (the run's penultimate layer, the same 5 stratified folds and seed,
-the same logistic regression), our rule is applied to them again (it must give the audit's set: the same
+the same classifier), our rule is applied to them again (it must give the audit's set: the same
 computation) and cleanlab's find_label_issues with its default (filter_by='prune_by_noise_rate') and with
 filter_by='confident_learning' (the rule we implement) on the very same probabilities.
 """
@@ -34,13 +34,15 @@ FMNIST = "/work/fmnist/train"
 WORK = "/tmp/imgclass-bench-audit-labels"
 
 
-def noisy_folder(n: int, noise: float, seed: int) -> tuple[str, dict[str, str], list[str]]:
-    """(folder, {path in folder: true class} of the flipped images, class names)."""
+def noisy_folder(n: int, noise: float, seed: int, reuse: bool = False) -> tuple[str, dict[str, str], list[str]]:
+    """(folder, {path in folder: true class} of the flipped images, class names); `reuse`: keep an existing folder
+    (the same arguments make the same folder)."""
     rng = random.Random(seed)
     classes = sorted(os.listdir(FMNIST))
     per_class = n // len(classes)
     folder = os.path.join(WORK, f"noisy-{n}-{noise}-{seed}")
-    shutil.rmtree(folder, ignore_errors=True)
+    if not reuse:
+        shutil.rmtree(folder, ignore_errors=True)
     chosen = [(c, f) for c in classes for f in rng.sample(sorted(os.listdir(os.path.join(FMNIST, c))), per_class)]
     flipped = set(rng.sample(range(len(chosen)), round(noise * len(chosen))))
     truth = {}
@@ -48,7 +50,8 @@ def noisy_folder(n: int, noise: float, seed: int) -> tuple[str, dict[str, str], 
         given = rng.choice([x for x in classes if x != c]) if k in flipped else c
         dst = os.path.join(folder, given, f"{c}-{f}")  # names stay unique across classes
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        shutil.copyfile(os.path.join(FMNIST, c, f), dst)
+        if not os.path.exists(dst):
+            shutil.copyfile(os.path.join(FMNIST, c, f), dst)
         if k in flipped:
             truth[os.path.abspath(dst)] = c
     return folder, truth, classes
@@ -90,12 +93,16 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-args", default="", help="extra options for imgclass train, e.g. '--epochs 6'")
+    ap.add_argument("--reuse-run", action="store_true", help="audit the run of an earlier call (same folder)")
     args = ap.parse_args()
-    folder, truth, classes = noisy_folder(args.images, args.noise, args.seed)
-    run, out = os.path.join(WORK, "run"), os.path.join(WORK, "audit")
+    folder, truth, classes = noisy_folder(args.images, args.noise, args.seed, args.reuse_run)
+    tag = "-".join(args.train_args.split()).replace("--", "") or "defaults"
+    run, out = os.path.join(WORK, f"run-{tag}"), os.path.join(WORK, f"audit-{tag}")
     print(f"{args.images} Fashion-MNIST images, {len(truth)} labels flipped; load average {load_average()}", flush=True)
-    seconds, _ = imgclass("train", folder, "--out", run, "--force", "-q", *args.train_args.split())
-    print(f"train: {seconds:.0f}s; validation accuracy (noisy labels) "
+    seconds = 0.0
+    if not (args.reuse_run and os.path.exists(os.path.join(run, "metrics.json"))):
+        seconds, _ = imgclass("train", folder, "--out", run, "--force", "-q", *args.train_args.split())
+    print(f"train ({args.train_args or 'defaults'}): {seconds:.0f}s; validation accuracy (noisy labels) "
           f"{json.load(open(os.path.join(run, 'metrics.json')))['accuracy']:.4f}; load average {load_average()}",
           flush=True)
     seconds, _ = imgclass("audit", folder, "--run", run, "--out", out, "--force", "-q", "--format", "json")

@@ -7,12 +7,14 @@
    10% (the crop split at random between the sides), put in the OTHER split of a new folder under /tmp (the
    originals are copied there too; the shared folder is only read). `imgclass audit` runs on it; a pair is found
    when audit.json lists (original, copy); a false pair is one between two originals.
-2. Scaling: the hashes of N images (Fashion-MNIST's 70,000 train+test PNGs, then as many synthesised near-copies
-   as needed: each a random image of them resized to 22-27 px, cropped by up to 10% and brightened by 0-20%,
-   hashed through the audit's own path) searched by the multi-index table (data/neardup.find_pairs) against a
-   brute-force all-pairs search, timed and with the peak memory of the search (tracemalloc; the hashes
-   themselves excluded). Fashion-MNIST is the hard case for the table: look-alike garments on black give
-   crowded buckets. Brute force runs only where it takes under a few minutes; its time is quadratic.
+2. Scaling (--scale-set photos, the default): the hashes of N photo-like images, synthesised as random square
+   crops (35-60% of the shorter side, anywhere) of the 398 hymenoptera photos, hashed through the audit's own
+   path (luma, 64x64 antialiased thumbnail, neardup.hashes), searched by the multi-index table
+   (data/neardup.find_pairs) and by brute force (every pair compared; only up to --brute-limit), timed, with the
+   peak memory of the search (tracemalloc; the hashes themselves excluded) and the number of candidates. Crops of
+   one photo that overlap most of their area are near-duplicates, rightly. --scale-set fmnist: Fashion-MNIST's
+   70,000 train+test PNGs, then synthesised near-copies (a random image resized to 22-27 px, cropped by up to 10%,
+   brightened by 0-20%): the hard case for the table, look-alike garments on black crowd its buckets.
 """
 
 from __future__ import annotations
@@ -149,17 +151,55 @@ def brute_candidates(coarse, fine, searchable, coarse_bits: int, keep_bits: int)
     return np.unique(np.concatenate(rows), axis=0)
 
 
-def scaling(sizes: list[int], brute_limit: int, seed: int) -> None:
+def photo_thumbs(n: int, seed: int) -> np.ndarray:
+    """n 64x64 luma thumbnails of random square crops (35-60% of the shorter side) of the hymenoptera photos."""
+    from PIL import Image, ImageOps
+
+    from imgclass_cli.data import neardup
+
+    rng = random.Random(seed)
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(HYM) for f in fs)
+    photos = []
+    for f in files:
+        im = ImageOps.exif_transpose(Image.open(f)).convert("L")
+        im.thumbnail((512, 512))
+        photos.append(im)
+    out = np.empty((n, neardup.THUMB, neardup.THUMB), np.float32)
+    for k in range(n):
+        im = photos[rng.randrange(len(photos))]
+        side = round(min(im.size) * rng.uniform(0.35, 0.6))
+        x, y = rng.randint(0, im.width - side), rng.randint(0, im.height - side)
+        crop = im.crop((x, y, x + side, y + side)).resize((neardup.THUMB, neardup.THUMB), Image.Resampling.BILINEAR,
+                                                          reducing_gap=None)
+        out[k] = np.asarray(crop, np.float32)
+    return out
+
+
+def thumb_hashes(thumbs: np.ndarray):
+    from imgclass_cli.data import neardup
+
+    parts = [neardup.hashes(thumbs[i:i + 1024]) for i in range(0, len(thumbs), 1024)]
+    return np.concatenate([c for c, _ in parts]), np.concatenate([f for _, f in parts]), thumbs.std(axis=(1, 2)) > 8
+
+
+def scaling(sizes: list[int], brute_limit: int, seed: int, which: str) -> None:
     from imgclass_cli import config
     from imgclass_cli.data import neardup
 
     top = max(sizes)
-    base = fmnist_images(70_000)
-    images = np.concatenate([base, synthesised(base, max(0, top - len(base)), seed)])[:top] if top > len(base) \
-        else base[:top]
     t0 = time.perf_counter()
-    coarse, fine, searchable = hashes(images)
-    print(f"hashing {top} images (luma, thumbnail, 28 views, DCT): {time.perf_counter() - t0:.1f}s "
+    if which == "photos":
+        thumbs = photo_thumbs(top, seed)
+        print(f"{top} photo crops made in {time.perf_counter() - t0:.1f}s", flush=True)
+        t0 = time.perf_counter()
+        coarse, fine, searchable = thumb_hashes(thumbs)
+    else:
+        base = fmnist_images(70_000)
+        images = np.concatenate([base, synthesised(base, max(0, top - len(base)), seed)])[:top] \
+            if top > len(base) else base[:top]
+        t0 = time.perf_counter()
+        coarse, fine, searchable = hashes(images)
+    print(f"{which}: hashing {top} images (28 views, DCT): {time.perf_counter() - t0:.1f}s "
           f"({(time.perf_counter() - t0) / top * 1e4:.1f}s per 10,000); load average {load_average()}")
     kw = dict(coarse_bits=config.DUP_COARSE_BITS, sure_bits=config.DUP_SURE_BITS, fine_bits=config.DUP_FINE_BITS,
               ratio=config.DUP_RATIO)
@@ -171,7 +211,9 @@ def scaling(sizes: list[int], brute_limit: int, seed: int) -> None:
         seconds = time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        line = (f"n={n}: index {seconds:.2f}s, peak {peak / 1e6:.0f} MB, {len(pairs)} pairs "
+        cands = len(neardup.find_pairs(c, f, searchable=s, coarse_bits=kw["coarse_bits"], sure_bits=256,
+                                       fine_bits=256, ratio=0))
+        line = (f"n={n}: index {seconds:.2f}s, peak {peak / 1e6:.0f} MB, {cands} candidates, {len(pairs)} pairs "
                 f"(load average {load_average()})")
         if n <= brute_limit:
             t0 = time.perf_counter()
@@ -189,12 +231,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", default="10000,100000", help="image counts for the scaling part ('' to skip)")
     ap.add_argument("--brute-limit", type=int, default=20_000, help="largest count brute force runs on")
+    ap.add_argument("--scale-set", choices=("photos", "fmnist"), default="photos")
     ap.add_argument("--skip-recall", action="store_true")
     args = ap.parse_args()
     if not args.skip_recall:
         recall(args.copies, args.seed)
     if args.scale:
-        scaling([int(x) for x in args.scale.split(",")], args.brute_limit, args.seed)
+        scaling([int(x) for x in args.scale.split(",")], args.brute_limit, args.seed, args.scale_set)
 
 
 if __name__ == "__main__":

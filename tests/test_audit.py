@@ -66,7 +66,7 @@ def audited(dirty, trained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
     listing = str(out / "leave-out.txt")
     r = CliRunner().invoke(app, ["audit", dirty, "--run", trained_run, "--out", str(out / "a"), "--fail-on",
-                                 "label,leak", "--exclude-list", listing, "-q"])
+                                 "label,leak", "--exclude-list", listing])
     report = json.load(open(out / "a" / "audit.json"))
     rows = list(csv.DictReader(open(out / "a" / "issues.csv")))
     return r, report, rows, listing
@@ -104,6 +104,10 @@ def test_audit_flags_the_black_image(audited):
 def test_the_gate_fails_with_exit_3_after_writing_everything(audited):
     r, report, _, listing = audited
     assert r.exit_code == 3, r.output
+    # Progress of each stage (stderr is not a terminal here: one line when a stage ends), then the files.
+    for line in ("checking images: 51 images in", "embedding: 51 images in", "cross-fitting: 5 folds in",
+                 "wrote " + listing):
+        assert line in r.stderr
     assert "Error: audit gate failed: 1 label, 2 leak issue(s) found (--fail-on label,leak)" in r.stderr
     assert report["gates"] == {"fail_on": ["label", "leak"], "failed": ["label", "leak"]}
     assert os.path.exists(listing)

@@ -236,7 +236,7 @@ def _label_check(images: _Images, data, embedder, cfg: AuditConfig, reporter):
     found, cj = labelissues.label_issues(images.labels, probs)
     info = {
         "embeddings": embedder.source, "dimensions": embedder.dim, "image_size": embedder.image_size,
-        "classifier": "logistic regression on standardised embeddings (scikit-learn)", "folds": cfg.folds,
+        "classifier": crossfit.CLASSIFIER, "folds": cfg.folds,
         "seed": cfg.seed, "ranked_by": "self_confidence",
         "out_of_sample_accuracy": round(float((probs.argmax(1) == images.labels).mean()), 6),
         "thresholds": {c: round(float(t), 6) for c, t in zip(data.class_names, cj.thresholds)},
