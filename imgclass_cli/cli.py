@@ -17,6 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from imgclass_cli import __version__, options
 from imgclass_cli.config import (
+    AuditConfig,
     BackbonesConfig,
     EvalConfig,
     ExplainConfig,
@@ -464,6 +465,25 @@ def prepare(
     if not progress.quiet:
         output.say(output.stderr(), f"wrote {out}/manifest.csv")
     done.check_found_images()
+
+
+@command(AuditConfig, Progress)
+def audit(data: DataArg, **opts):
+    """Find the wrong labels (confident learning on embeddings of --run or --backbone), the near-duplicates within
+    and across classes and splits, and the dark, blurry, tiny or odd images of DATA; write audit.json and
+    issues.csv to --out. DATA is only read."""
+    from imgclass_cli.report import audit as audit_report
+    from imgclass_cli.report import output
+    from imgclass_cli.run import audit as core
+
+    config, progress = _configs("audit", opts, AuditConfig, Progress)
+    reporter = output.StderrReporter(quiet=progress.quiet)
+    result = core.audit(data, config, reporter)
+    audit_report.print_audit(result.report, config.format.value)
+    if not progress.quiet:
+        for path in result.written:
+            output.say(output.stderr(), f"wrote {path}")
+    result.enforce_gates()
 
 
 @command(BackbonesConfig)

@@ -59,6 +59,7 @@ EvalFormat = _formats("EvalFormat", "table", "json", "csv")  # one report: no pe
 PredictFormat = _formats("PredictFormat", "table", "jsonl", "csv")  # streamed records, one per image
 PrepareFormat = _formats("PrepareFormat", "table", "json")
 BackbonesFormat = _formats("BackbonesFormat", "table", "json", "csv")
+AuditFormat = _formats("AuditFormat", "table", "json", "csv")
 
 
 class OnBadImage(str, Enum):
@@ -154,6 +155,9 @@ _PRECISION = dict(env="IMGCLASS_PRECISION", help="What the model computes in. au
                   "capability 8.0+ and on CPUs with AMX-BF16 or AVX512-BF16, float16 (with loss scaling) on 7.x "
                   "GPUs, else float32. A precision this machine lacks is refused (exit 2). Weights, softmax and loss "
                   "stay float32.")
+_EXCLUDE = dict(metavar="FILE", show_default=False,
+                help="Leave out the images this file lists (one path per line, relative to DATA or absolute; "
+                "`imgclass audit --exclude-list` writes one); nothing in DATA is moved or deleted.")
 FORMAT_HELP = "Format of stdout: table for people, json/jsonl/csv for programs."
 _FINETUNE = ("finetune",)
 
@@ -210,6 +214,7 @@ class TrainConfig:
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
                              help="Run directory [default: runs/COMMAND-TIMESTAMP].")
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    exclude: str | None = option(None, "--exclude", **_EXCLUDE)
     # Optimisation. weight_decay > 0 switches Adam to AdamW (decoupled decay).
     weight_decay: float = option(5e-4, "--weight-decay", range=(0.0, _INF),
                                  help="Decoupled weight decay (AdamW) on kernels; 0 = plain Adam.",
@@ -469,6 +474,7 @@ class PrepareConfig:
                                   help="tensorflow-datasets data folder [default: ~/tensorflow_datasets].")
     force: bool = option(False, "--force", help="Replace an OUT written by an earlier prepare (never any other "
                          "folder).")
+    exclude: str | None = option(None, "--exclude", **{**_EXCLUDE, "help": _EXCLUDE["help"].replace("DATA", "SRC")})
 
 
 @dataclass
@@ -480,3 +486,91 @@ class BackbonesConfig:
 class ExampleConfig:
     test_fraction: float = 0.2  # prepare --example digits: held-out test/ split
     seed: int = DEFAULT_SEED
+
+
+# imgclass audit: what each check flags (docs/guide.md, "Audit"; the figures behind them: docs/benchmarks.md,
+# "Audit"). Quality is measured on the image as decoded for the audit (AUDIT_IMAGE_SIZE, or the --run/--backbone
+# size); brightness and contrast on its luma (0-255).
+AUDIT_GATES = ("label", "leak", "duplicate", "quality")  # the kinds --fail-on and --exclude-kinds name
+# The kinds of issue: a copy of a picture in another split (leak), in another class of one split (conflict) or in
+# the same class and split (duplicate); image quality; and which --fail-on name covers each.
+AUDIT_PAIR_KINDS = ("leak", "conflict", "duplicate")
+AUDIT_QUALITY_KINDS = ("dark", "bright", "low_contrast", "blurry", "tiny", "aspect_ratio", "grayscale")
+AUDIT_KINDS = ("label", *AUDIT_PAIR_KINDS, *AUDIT_QUALITY_KINDS)
+AUDIT_GATE_KINDS = {"label": ("label",), "leak": ("leak",), "duplicate": ("conflict", "duplicate"),
+                    "quality": AUDIT_QUALITY_KINDS}
+AUDIT_IMAGE_SIZE = 224  # the decode size without --run/--backbone: blur needs the detail
+DARK_P99 = 50.0  # dark: fewer than 1% of the pixels brighter than this (the 398 ants/bees photos: 108 at least)
+BRIGHT_P05 = 225.0  # nearly white: 95% of the pixels brighter than this (ants/bees: 136 at most, 233 the placeholder)
+BLOWN_SHARE = 0.7  # blown out: more of the pixels than this with a channel clipped at 250+ (ants/bees: two white-
+# background photos above, 0.70 and 0.88)
+LOW_CONTRAST_STD = 8.0  # low contrast: luma standard deviation below this (ants/bees: 11.9 at least)
+BLUR_FRACTION = 0.12  # blurry: variance of the Laplacian below this fraction of the set's median
+TINY_FRACTION = 0.25  # tiny: shorter side below this fraction of the set's median shorter side
+ASPECT_LIMIT = 3.0  # extreme aspect ratio: longer / shorter side above this (or 2x the set's median, if larger)
+GRAY_SPREAD = 1.0  # grayscale: mean |R-G| + |G-B| below this, in a set where most images have colour
+# Near-duplicates (data/neardup.py): a 64-bit perceptual hash of the image and of 27 crops of it finds candidates
+# within DUP_COARSE_BITS; a 256-bit one of the same views confirms: within DUP_SURE_BITS always, within
+# DUP_FINE_BITS when DUP_RATIO times the nearest other candidate is farther. Resized, recompressed and up to
+# 10%-cropped copies of ants/bees photos came within 6 and 56 bits; two different photos, 78 fine bits at least.
+DUP_COARSE_BITS = 6
+DUP_SURE_BITS = 24
+DUP_FINE_BITS = 56
+DUP_RATIO = 0.7
+DEFAULT_FOLDS = 5
+
+
+def parse_kinds(text) -> tuple[str, ...]:
+    """'label,leak' -> ('label', 'leak'): the audit kinds of --fail-on and --exclude-kinds, each once; 'all' is every
+    kind."""
+    from imgclass_cli.errors import ImgclassError
+
+    if isinstance(text, tuple):
+        return text
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if names == ["all"]:
+        return AUDIT_GATES
+    unknown = [n for n in names if n not in AUDIT_GATES]
+    if unknown or not names:
+        raise ImgclassError(f"must be a comma-separated list of {', '.join(AUDIT_GATES)} (or all); got {text}")
+    return tuple(k for k in AUDIT_GATES if k in names)
+
+
+@dataclass
+class AuditConfig:
+    run: str | None = option(None, "--run", metavar="RUN", show_default=False,
+                             help="Embeddings from this run's penultimate layer (the input of its classifier), for "
+                             "the label check.")
+    backbone: str | None = option(None, "--backbone", "-b", metavar="NAME", show_default=False,
+                                  help="Embeddings from this frozen Keras Applications backbone, pooled (see "
+                                  "`imgclass backbones`), for the label check.")
+    weights: str = option("imagenet", "--weights", metavar="WEIGHTS",
+                          help="With --backbone: imagenet (download or Keras cache), none (random: weak), or a "
+                          "weights file.")
+    image_size: int | None = option(None, "--image-size", range=(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), show_default=False,
+                                    help=f"Decode size [default: the run's or the backbone's size; "
+                                    f"{AUDIT_IMAGE_SIZE} without either].")
+    folds: int = option(DEFAULT_FOLDS, "--folds", range=(2, 100),
+                        help="Cross-fitting folds of the label check (stratified, seeded): every image gets "
+                        "probabilities from a classifier that did not see it.")
+    seed: int = option(DEFAULT_SEED, "--seed", **_SEED, help="Seed for the folds.")
+    out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
+                             help="Folder for audit.json and issues.csv [default: audits/audit-TIMESTAMP].")
+    force: bool = option(False, "--force", help="Replace an --out folder written by an earlier audit (never any "
+                         "other folder).")
+    format: AuditFormat = option(AuditFormat.table, "--format", "-f", env=("IMGCLASS_AUDIT_FORMAT", "IMGCLASS_FORMAT"),
+                                 help=f"{FORMAT_HELP} table: issues per kind and class; json: audit.json; csv: "
+                                 "issues.csv.")
+    fail_on: tuple[str, ...] | None = option(
+        None, "--fail-on", metavar="KINDS", parse=parse_kinds, env="IMGCLASS_FAIL_ON", show_default=False,
+        help=f"Exit 3 when any issue of these kinds is found: a comma-separated list of {', '.join(AUDIT_GATES)}, "
+        "or all.")
+    exclude_list: str | None = option(None, "--exclude-list", metavar="FILE", show_default=False,
+                                      help="Write the paths to leave out (for prepare/train --exclude), one per line, "
+                                      "relative to DATA.")
+    exclude_kinds: tuple[str, ...] | str = option(
+        "all", "--exclude-kinds", metavar="KINDS", parse=parse_kinds,
+        help="Which issues --exclude-list leaves out: label (the image), duplicate and leak (all copies but one; "
+        "copies with different classes: all), quality (the image).")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
+    on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)

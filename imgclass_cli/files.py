@@ -29,6 +29,12 @@ EVALUATE_FILES = (MISCLASSIFIED, CONFUSION_PNG, RELIABILITY_PNG, REPORT_HTML, MI
 
 RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG, AUGMENT_PREVIEW, *EVALUATE_FILES)
 
+# An audit folder (imgclass audit --out DIR).
+AUDIT_JSON = "audit.json"  # everything the audit found, with its thresholds
+AUDIT_ISSUES = "issues.csv"  # one row per issue: path, issue, score, given, suggested, other
+AUDIT_HTML = "audit.html"  # the gallery page (written by report.audit_page, when present)
+AUDIT_FILES = (AUDIT_JSON, AUDIT_ISSUES)
+
 # An export directory (imgclass export).
 EXPORT_INFO = "export.json"
 LABELS_TXT = "labels.txt"

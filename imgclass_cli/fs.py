@@ -48,13 +48,14 @@ EXPORT = OutputKind("export", "an imgclass export directory")
 PREPARED = OutputKind("prepared", "a folder written by imgclass prepare")
 EXAMPLE = OutputKind("example", "an imgclass example export")
 TFDS = OutputKind("tfds", "an imgclass tfds export")
+AUDIT = OutputKind("audit", "an imgclass audit folder")
 FEATURE_CACHE = OutputKind("feature-cache", "an imgclass feature cache", patterns=("*.npy",))
 CHECKPOINT = OutputKind("checkpoint", "an imgclass checkpoint", patterns=files.CHECKPOINT_PATTERNS)
 TENSORBOARD = OutputKind("tensorboard", "imgclass TensorBoard logs", patterns=("*/events.out.tfevents.*",))
 # Files imgclass added to a folder that is not its own (evaluate --out DIR/metrics.json): recorded so that
 # a later run may overwrite them, and nothing else.
 FILES = OutputKind("files", "files written by imgclass")
-KINDS = (RUN, EXPORT, PREPARED, EXAMPLE, TFDS, FEATURE_CACHE, CHECKPOINT, TENSORBOARD, FILES)
+KINDS = (RUN, EXPORT, PREPARED, EXAMPLE, TFDS, AUDIT, FEATURE_CACHE, CHECKPOINT, TENSORBOARD, FILES)
 
 
 MAX_JSON_BYTES = 64 * 2**20  # a JSON file imgclass reads (labels, config, state, marker...) larger than this is not its own

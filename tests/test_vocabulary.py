@@ -73,7 +73,7 @@ def test_format_always_means_stdout_from_one_set_of_names():
                 # Listed in OutputFormat's order, so help reads the same everywhere.
                 assert _choices(p) == [n for n in OutputFormat.__members__ if n in _choices(p)], command
                 formats[command] = _choices(p)
-    assert formats == {"prepare": ["table", "json"], "evaluate": ["table", "json", "csv"],
+    assert formats == {"prepare": ["table", "json"], "evaluate": ["table", "json", "csv"], "audit": ["table", "json", "csv"],
                        "predict": ["table", "jsonl", "csv"], "backbones": ["table", "json", "csv"]}
     export = {o: p for p in _options("export") for o in p.opts}
     assert _choices(export["--to"]) == ["savedmodel", "tflite", "keras", "onnx"]

@@ -28,11 +28,12 @@ def check_root(root: str) -> None:
                             "(copied there whole)")
 
 
-def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dataset:
-    """A training Dataset; without a val split, train is split stratified and seeded into train/val."""
+def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2, exclude=None) -> Dataset:
+    """A training Dataset; without a val split, train is split stratified and seeded into train/val. exclude:
+    an exclude.ExcludeList whose images are left out first (data.excluded lists them)."""
     check_root(root)
     source = manifest if is_prepared(root) else folders
-    return source.scan(root, val_split=val_split, seed=seed, min_classes=min_classes)
+    return source.scan(root, val_split=val_split, seed=seed, min_classes=min_classes, exclude=exclude)
 
 
 def scan_for_eval(root: str, split: str | None = None) -> Dataset:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from imgclass_cli.config import IGNORED_NAMES
+from imgclass_cli.data import exclude as exclude_mod
 from imgclass_cli.data import holdout
 from imgclass_cli.data.imagefile import sniff_format, why_not_image
 from imgclass_cli.errors import ImgclassError
@@ -24,6 +25,8 @@ class Sample:
     label: int
     orientation: int = 1  # EXIF orientation (1-8), applied by imagefile.decode
     record: object | None = None  # a tfrecord.RecordRef when the image is a record of a TFRecord prepared folder
+    width: int = 0  # from the header (verify.screen, or a prepared folder's manifest); 0 until known
+    height: int = 0
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Dataset:
     images: dict = field(default_factory=dict)
     image_size: int = 0
     image_resize: str = "squash"  # the --resize mode they were decoded with
+    excluded: list[str] = field(default_factory=list)  # paths left out by --exclude (data/exclude.py)
+    exclusion: object | None = None  # the exclude.ExcludeList that left them out
 
     def counts(self, split: str) -> dict[str, int]:
         c = Counter(s.label for s in self.splits.get(split, []))
@@ -99,8 +104,9 @@ def detect_layout(root: str) -> str:
     return "classes"
 
 
-def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dataset:
-    """Scan a training folder. Without a val folder, split train stratified and seeded into train/val."""
+def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2, exclude=None) -> Dataset:
+    """Scan a training folder. Without a val folder, split train stratified and seeded into train/val.
+    exclude: an exclude.ExcludeList; its images are left out before the split."""
     skipped: list[tuple[str, str]] = []
     layout = detect_layout(root)
     if layout == "splits":
@@ -128,13 +134,31 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
         class_names = sorted(c for c, files in classes.items() if files)
         splits = {"train": [Sample(p, i) for i, c in enumerate(class_names) for p in classes[c]]}
 
+    left_out = exclude_samples(root, class_names, splits, exclude)
     check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
         train = splits["train"]
         splits["train"], splits["val"] = holdout.validation_split(
             train, val_split, seed, keys=holdout.content_keys([s.path for s in train]),
             orders=[os.path.relpath(s.path, root) for s in train])
-    return Dataset(root=root, class_names=class_names, splits=splits, skipped=skipped, layout=layout)
+    return Dataset(root=root, class_names=class_names, splits=splits, skipped=skipped, layout=layout,
+                   excluded=left_out, exclusion=exclude)
+
+
+def exclude_samples(root: str, class_names: list[str], splits: dict, exclude) -> list[str]:
+    """Leave out the samples an exclude list names (in place); returns their paths. A class left without training
+    images is an error: the model would have an output nothing taught it."""
+    left_out = []
+    for split, samples in splits.items():
+        splits[split], out = exclude_mod.apply(samples, exclude)
+        left_out += [s.path for s in out]
+    if left_out:
+        present = {s.label for s in splits.get("train", [])}
+        emptied = [c for i, c in enumerate(class_names) if i not in present]
+        if emptied:
+            raise ImgclassError(f"--exclude {exclude.source}: leaves class {', '.join(emptied)} of {root} without "
+                                "training images; keep some of its images or remove the class folder")
+    return left_out
 
 
 def scan_for_eval(root: str, split: str | None = None) -> Dataset:

@@ -86,6 +86,13 @@ def content_keys(paths: Sequence[str]) -> list[str]:
     return keys
 
 
+def group_keys(keys: Sequence[str], groups: Sequence[int]) -> list[str]:
+    """Keys that also keep near-duplicates together: every image takes the key of its group's first image (groups:
+    each image's group, e.g. neardup.groups over the pairs an audit found), so that validation_split and assign
+    treat a group of copies as one unit, like byte-identical copies."""
+    return [keys[int(g)] for g in groups]
+
+
 def validation_split(samples: list, fraction: float, seed: int, *, keys: Sequence[str], orders: Sequence[str]):
     """train/finetune on data without a val/ folder: (train, val) samples, copies (equal `keys`) kept together;
     `orders`: each sample's path relative to the data folder. Each list comes back sorted by (label, path)."""

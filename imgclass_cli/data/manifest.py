@@ -93,16 +93,22 @@ def samples(root: str, rows: list[dict], split: str, index: dict[str, int], info
             orientation = r.get("orientation") or "1"
             if orientation not in {str(n) for n in range(1, 9)}:
                 raise ImgclassError(f"{where}, field orientation: {orientation!r:.20} is not an EXIF orientation 1-8")
-            out.append(Sample(p, index[r["class"]], int(orientation), ref))
+            out.append(Sample(p, index[r["class"]], int(orientation), ref, _side(r.get("width")), _side(r.get("height"))))
     return sorted(out, key=lambda s: s.record.index) if records else out
+
+
+def _side(text) -> int:
+    """A width or height column: the number, or 0 (unknown) for anything that is not a plain positive integer."""
+    return int(text) if isinstance(text, str) and text.isdigit() and 0 < len(text) < 7 else 0
 
 
 def _bad(info: dict, rows: list[dict]) -> list[tuple[str, str]]:
     return [(_source(info, r), f"{r.get('reason') or 'bad file'} (found by prepare)") for r in rows if r["status"] != "ok"]
 
 
-def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dataset:
-    """The Dataset of a prepared folder: its train/val/test split, labels and bad-file list, nothing re-decoded."""
+def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2, exclude=None) -> Dataset:
+    """The Dataset of a prepared folder: its train/val/test split, labels and bad-file list, nothing re-decoded.
+    exclude: an exclude.ExcludeList (paths inside the prepared folder); its images are left out before any split."""
     rows, info = read(root)
     class_names = sorted({r["class"] for r in rows if r["status"] == "ok" and r["split"] == "train"})
     index = {c: i for i, c in enumerate(class_names)}
@@ -111,6 +117,7 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
     unknown = sorted({r["class"] for r in rows if r["status"] == "ok" and r["class"] not in index})
     if unknown:
         raise ImgclassError(f"{root}: class(es) {', '.join(unknown)} have no training images in {files.MANIFEST}")
+    left_out = folders.exclude_samples(root, class_names, splits, exclude)
     folders.check_classes(root, class_names, splits["train"], min_classes)
     if "val" not in splits and val_split > 0:
         # The same units and order as `imgclass prepare` and `train` on the source folder: copies by sha256, in
@@ -123,7 +130,8 @@ def scan(root: str, *, val_split: float, seed: int, min_classes: int = 2) -> Dat
         if is_tfrecord(rows):  # records are read in their stored order
             splits = {k: tfrecord.samples_in_order(v) for k, v in splits.items()}
     return Dataset(root=root, class_names=class_names, splits=splits, skipped=_bad(info, rows),
-                           layout="prepared", verified=True)
+                           layout="prepared", verified=True, excluded=left_out,
+                           exclusion=exclude)
 
 
 def scan_for_eval(root: str, split: str | None = None) -> Dataset:

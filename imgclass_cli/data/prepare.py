@@ -194,6 +194,7 @@ def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -
     started = time.time()
     _check_paths(src, out, force)
     found = _collect(src)
+    excluded = _exclude(src, found, config.exclude)
     val_f, test_f = _holdout_fractions(src, found, config)
     entries, decode_seconds = _check(src, found, progress)
     rescue_tmp = tempfile.TemporaryDirectory(prefix="imgclass-prepare-") if config.max_size else None
@@ -208,6 +209,7 @@ def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -
         with fs.staged(out, force, fs.PREPARED) as tmp:
             laid_out = _write_records(src, tmp, ok, config) if config.tfrecord else _lay_out(src, tmp, ok, config)
             report = _report(src, out, found, entries, groups, val_f, test_f, config.seed)
+            report["excluded"] = excluded
             report["decode"] = {"images": len(found.files), "seconds": round(decode_seconds, 3),
                                 "images_per_second": round(len(found.files) / decode_seconds, 1)
                                 if decode_seconds > 0 else None}
@@ -217,6 +219,21 @@ def _prepare(src: str, out: str, config: PrepareConfig, force: bool, progress) -
         if rescue_tmp is not None:
             rescue_tmp.cleanup()
     return PrepareResult(report, entries)
+
+
+def _exclude(src: str, found: Found, listed: str | None) -> dict | None:
+    """--exclude FILE: its images leave `found` (neither checked nor written, not in the manifest); what was left
+    out, and the listed paths that are not files of SRC, for the report."""
+    if not listed:
+        return None
+    from imgclass_cli.data import exclude
+
+    excl = exclude.read(listed, src)
+    left = [p for _, _, p in found.files if p in excl] + [p for p, _ in found.not_images if p in excl]
+    found.files = [f for f in found.files if f[2] not in excl]
+    found.not_images = [b for b in found.not_images if b[0] not in excl]
+    return {"file": listed, "count": len(left), "paths": sorted(os.path.relpath(p, src) for p in left),
+            "unknown": [{"line": n, "path": p} for n, p in excl.unknown(left)]}
 
 
 def _check_paths(src: str, out: str, force: bool) -> None:

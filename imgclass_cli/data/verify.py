@@ -127,7 +127,7 @@ def _decode_check(samples: list, verified: bool, fail: bool, keep_size: int | No
         if not info.ok:
             bad[s.path] = info.reason
             return None
-        s.orientation = info.orientation
+        s.orientation, s.width, s.height = info.orientation, info.width, info.height
         return s.path, s.orientation, contents  # decoded from these bytes: the file is read once
 
     decoded, failed = pipeline.decode_all(len(samples), item, keep_size or CHECK_SIZE, keep=keep_size is not None,

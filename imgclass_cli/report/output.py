@@ -552,6 +552,8 @@ def _prepare_summary(report: dict) -> Table:
     s.add_row("exact duplicates", f"{len(d['within_class'])} within a class, {len(d['across_classes'])} across classes, "
                                   f"{len(d['across_splits'])} across splits")
     s.add_row("bad files (left out)", str(len(report["bad"])))
+    if report.get("excluded"):
+        s.add_row("excluded (--exclude)", escape(f"{report['excluded']['count']} listed in {report['excluded']['file']}"))
     s.add_row("ignored (hidden, system, outside classes)", str(len(report["ignored"])))
     dec = report.get("decode", {})
     if dec.get("images_per_second"):
@@ -569,6 +571,9 @@ def _print_findings(con: Console, report: dict) -> None:
     d = report["duplicates"]
     problems = [(b["path"], f"[red]bad[/]: {escape(b['reason'])}") for b in report["bad"]]
     problems += [(p, "[yellow]empty class folder[/]") for p in report["empty_class_folders"]]
+    problems += [(f"{(report.get('excluded') or {}).get('file')}: line {u['line']}: {u['path']}",
+                  "[yellow]listed in --exclude but not a file of SRC (ignored)[/]")
+                 for u in (report.get("excluded") or {}).get("unknown", [])]
     problems += [(" = ".join(g), "[yellow]same image in different classes (conflicting labels)[/]")
                  for g in d["across_classes"]]
     problems += [(" = ".join(g), "[yellow]same image in different splits (leakage)[/]") for g in d["across_splits"]]

@@ -39,6 +39,10 @@ def check_train(config: TrainConfig, force: bool = False, warn: Callable[[str], 
         dataset.check_root(config.data)
         if not dataset.is_prepared(config.data):
             folders.check_has_folders(config.data)
+    if config.exclude:
+        from imgclass_cli.data import exclude
+
+        exclude.read(config.exclude, config.data or ".")  # a missing or unreadable list fails here, in a second
     if config.resume:
         return config
     if config.out:

@@ -386,8 +386,12 @@ def _check_outputs(config: TrainConfig, force: bool) -> None:
 
 
 def _scan(config: TrainConfig):
-    """Scan the data (no decoding) and resolve the image size from the images' headers."""
-    data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed)
+    """Scan the data (no decoding), leaving out the --exclude list's images, and resolve the image size from the
+    images' headers."""
+    from imgclass_cli.data import exclude
+
+    listed = exclude.read(config.exclude, config.data) if config.exclude else None
+    data = dataset.scan(config.data, val_split=config.val_split, seed=config.seed, exclude=listed)
     train = data.splits["train"]
     # Records: the stored images' sizes come from the manifest (a TFRecord folder has no files to open).
     native = (build.typical_size(train, longer_side=dataset.longer_side) if train and train[0].record is not None
@@ -399,6 +403,7 @@ def _scan(config: TrainConfig):
 def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter, dist: distribute.Distribution):
     """Decode-check every file before fit (a prepared folder's manifest already did): never a decode error
     mid-epoch. Under multiworker each worker checks only its own shard."""
+    _say_excluded(data, reporter)
     tf()  # imported before the stage's clock starts: its time and rate are the check's own
     # Decoded at the training size: the same pass fills the in-memory image cache, so epoch 1 decodes nothing.
     with reporter.stage("checking images", unit="images") as progress:
@@ -412,6 +417,18 @@ def _check_images(config: TrainConfig, data, image_size: int, reporter: Reporter
         + f" images; {config.arch} at {image_size}px"
     )
     return data
+
+
+def _say_excluded(data, reporter: Reporter) -> None:
+    """How many images --exclude left out, and a warning naming listed paths that are not images of the data."""
+    from imgclass_cli.data import exclude
+
+    if data.exclusion is None:
+        return
+    reporter.info(f"left out {len(data.excluded)} image(s) listed in {data.exclusion.source} (--exclude)")
+    unknown = exclude.unknown_message(data.exclusion, data.excluded)
+    if unknown:
+        reporter.warn(unknown)
 
 
 def _save_run(out: str, force: bool, config: TrainConfig, data, image_size: int, model, history: list[dict],
