@@ -470,8 +470,8 @@ def prepare(
 @command(AuditConfig, Progress)
 def audit(data: DataArg, **opts):
     """Find the wrong labels (confident learning on embeddings of --run or --backbone), the near-duplicates within
-    and across classes and splits, and the dark, blurry, tiny or odd images of DATA; write audit.json and
-    issues.csv to --out. DATA is only read."""
+    and across classes and splits, and the dark, blurry, tiny or odd images of DATA; write audit.json,
+    issues.csv and audit.html to --out. DATA is only read."""
     from imgclass_cli.report import audit as audit_report
     from imgclass_cli.report import output
     from imgclass_cli.run import audit as core

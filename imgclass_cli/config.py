@@ -555,7 +555,7 @@ class AuditConfig:
                         "probabilities from a classifier that did not see it.")
     seed: int = option(DEFAULT_SEED, "--seed", **_SEED, help="Seed for the folds.")
     out: str | None = option(None, "--out", "-o", metavar="PATH", show_default=False,
-                             help="Folder for audit.json and issues.csv [default: audits/audit-TIMESTAMP].")
+                             help="Folder for audit.json, issues.csv and audit.html [default: audits/audit-TIMESTAMP].")
     force: bool = option(False, "--force", help="Replace an --out folder written by an earlier audit (never any "
                          "other folder).")
     format: AuditFormat = option(AuditFormat.table, "--format", "-f", env=("IMGCLASS_AUDIT_FORMAT", "IMGCLASS_FORMAT"),
@@ -574,3 +574,7 @@ class AuditConfig:
         "copies with different classes: all), quality (the image).")
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
+    gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
+                          env="IMGCLASS_GALLERY",
+                          help="audit.html: up to N examples of each kind of issue found, the highest scores first "
+                          "(near-duplicates as pairs side by side); 0: counts and checks only.")

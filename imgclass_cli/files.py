@@ -32,8 +32,8 @@ RUN_FILES = (CONFIG, MODEL, LABELS, HISTORY, METRICS, SPLIT, TIMINGS, CURVES_PNG
 # An audit folder (imgclass audit --out DIR).
 AUDIT_JSON = "audit.json"  # everything the audit found, with its thresholds
 AUDIT_ISSUES = "issues.csv"  # one row per issue: path, issue, score, given, suggested, other
-AUDIT_HTML = "audit.html"  # the gallery page (written by report.audit_page, when present)
-AUDIT_FILES = (AUDIT_JSON, AUDIT_ISSUES)
+AUDIT_HTML = "audit.html"  # one self-contained page: counts, how each check ran, a gallery per kind found
+AUDIT_FILES = (AUDIT_JSON, AUDIT_ISSUES, AUDIT_HTML)
 
 # An export directory (imgclass export).
 EXPORT_INFO = "export.json"

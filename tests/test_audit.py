@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -111,6 +112,44 @@ def test_the_gate_fails_with_exit_3_after_writing_everything(audited):
     assert "Error: audit gate failed: 1 label, 2 leak issue(s) found (--fail-on label,leak)" in r.stderr
     assert report["gates"] == {"fail_on": ["label", "leak"], "failed": ["label", "leak"]}
     assert os.path.exists(listing)
+
+
+def test_audit_html_shows_each_kind_found_with_its_images_and_the_pair_side_by_side(audited):
+    from imgclass_cli.report import html
+    from tests.test_report import EXTERNAL, parse, png_of
+
+    r, report, rows, _ = audited
+    folder = os.path.dirname(r.stderr.split("wrote ")[1].split()[0])
+    page = open(os.path.join(folder, "audit.html"), encoding="utf-8").read()
+    assert f"wrote {os.path.join(folder, 'audit.html')}" in r.stderr
+    bare = page.replace(html.CSP, "")
+    for uri in set(re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", page)):
+        bare = bare.replace(uri, "")
+    assert not [x for x in EXTERNAL if x in bare] and html.CSP in page
+    dom = parse(page)
+    text = "".join(dom.text)
+    assert "script" not in dom.tags
+    found = {k: n for k, n in report["counts"].items() if n}
+    assert found == {"label": 1, "leak": 2, "dark": 1}
+    for kind, n in found.items():
+        assert f"{kind} ({n})" in text  # its gallery, with its count
+    assert "conflict (" not in text and "blurry (" not in text  # kinds not found get no gallery
+    # One card per flagged image, a pair once with both images: flipped.png, black.png, green00.png + copy.jpg.
+    assert sorted(dom.cards) == [1, 1, 2]
+    for name in ("flipped.png", "black.png", "green00.png", "copy.jpg"):
+        assert name in text
+    assert "red -> blue" in text  # the label card: given and suggested class
+    assert all(png_of(src).size[0] >= 96 for src in dom.images)
+
+
+def test_audit_html_gallery_0_keeps_counts_and_checks_only(dirty, tmp_path, runner):
+    from tests.test_report import parse
+
+    r = runner.invoke(app, ["audit", dirty, "--out", str(tmp_path / "a"), "--gallery", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    dom = parse(open(tmp_path / "a" / "audit.html", encoding="utf-8").read())
+    assert dom.images == [] and "no gallery (--gallery 0)" in "".join(dom.text)
+    assert "Issues per kind and class" in "".join(dom.text)
 
 
 def test_the_exclude_list_leaves_out_the_bad_images_and_prepare_honours_it(audited, dirty, tmp_path, runner):

@@ -122,6 +122,8 @@ ENV_CASES = [
     (["predict", "r", "p"], "IMGCLASS_TOP_K", "0", "between 1 and 100000"),
     (["evaluate", "r", "d"], "IMGCLASS_GALLERY", "-1", "at least 0"),
     (["train", "d"], "IMGCLASS_PRECISION", "fp8", "one of auto, float32, bfloat16, float16"),
+    (["audit", "d"], "IMGCLASS_AUDIT_FORMAT", "jsonl", "one of table, json, csv"),
+    (["audit", "d"], "IMGCLASS_FAIL_ON", "bogus", "a comma-separated list of label, leak, duplicate, quality (or all)"),
 ]
 
 
@@ -182,7 +184,7 @@ def test_the_ranged_options_are_all_there():
 @pytest.mark.parametrize("command,option,value,bound", RANGED, ids=[f"{c[0]} {c[1]} {c[2]}" for c in RANGED])
 def test_a_value_out_of_range_is_echoed(runner, command, option, value, bound):
     positional = {"train": ["d"], "finetune": ["d"], "evaluate": ["r", "d"], "predict": ["r", "p"], "export": ["r"],
-                  "prepare": ["s", "o"], "explain": ["r", "i"]}[command]
+                  "prepare": ["s", "o"], "explain": ["r", "i"], "audit": ["d"]}[command]
     r = runner.invoke(app, [command, *positional, option, str(value)])
     assert r.exit_code == 2
     (line,) = _error_lines(r.stderr)

@@ -17,6 +17,7 @@ from imgclass_cli.config import AUDIT_IMAGE_SIZE, AuditConfig, parse_kinds
 from imgclass_cli.data import dataset, exclude, findings, holdout, labelissues, neardup, quality
 from imgclass_cli.errors import GateFailed, ImgclassError
 from imgclass_cli.report import audit as audit_report
+from imgclass_cli.report import auditpage
 
 
 @dataclass
@@ -315,14 +316,17 @@ def _write(out: str, cfg: AuditConfig, report: dict, data, images: _Images, resu
     listing, unfit = exclude.write(data.root, report["leave_out"]["paths"])
     report["leave_out"]["unwritable"] = unfit
     inside = cfg.exclude_list and _inside(cfg.exclude_list, out)
+    page = auditpage.page(report, _thumbnails(auditpage.paths_shown(report, cfg.gallery)), cfg.gallery,
+                          title=f"imgclass audit {data.root}")
     with fs.staged(out, cfg.force, fs.AUDIT) as tmp:
         fs.write_json_atomic(os.path.join(tmp, files.AUDIT_JSON), report)
         fs.write_text_atomic(os.path.join(tmp, files.AUDIT_ISSUES), audit_report.issues_csv(report))
+        fs.write_text_atomic(os.path.join(tmp, files.AUDIT_HTML), page)
         if inside:
             target = os.path.join(tmp, os.path.relpath(os.path.abspath(cfg.exclude_list), os.path.abspath(out)))
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fs.write_bytes_atomic(target, listing)
-    written += [os.path.join(out, files.AUDIT_JSON), os.path.join(out, files.AUDIT_ISSUES)]
+    written += [os.path.join(out, name) for name in files.AUDIT_FILES]
     if cfg.exclude_list:
         if not inside:
             folder = os.path.dirname(os.path.abspath(cfg.exclude_list))
@@ -331,3 +335,21 @@ def _write(out: str, cfg: AuditConfig, report: dict, data, images: _Images, resu
             fs.record(folder, [cfg.exclude_list])
         written.append(cfg.exclude_list)
     return written
+
+
+def _thumbnails(paths: list[str]) -> dict:
+    """{path: (PNG bytes or None, why not)}: each image upright (EXIF orientation applied), 96-160 px on its
+    longer side, for audit.html. A record of a TFRecord folder is not a file to read: its card names it only."""
+    from imgclass_cli.report import overlays
+    from imgclass_cli.run.explain import read_picture
+
+    out = {}
+    for path in paths:
+        try:
+            upright = read_picture(path, 8).upright
+        except ImgclassError as e:
+            out[path] = (None, f"no picture: {e.message}")
+            continue
+        h, w = overlays.display_size(*upright.shape[:2], smallest=96, largest=160)
+        out[path] = (overlays.png(overlays.resized(upright, h, w)), "")
+    return out
