@@ -40,18 +40,23 @@ class Evaluation:
 
 def predict_probs(model, ds, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) over a finite labelled dataset, in dataset order; progress(done) per batch."""
-    ys, ps = [], []
+    ys, ps = _forward_all(ds, inference_fn(model), progress)
+    if not ys:
+        return np.zeros(0, dtype=int), np.zeros((0, model.output_shape[-1]))
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def _forward_all(ds, forward, progress) -> tuple[list, list]:
+    """(labels, outputs) per batch of a finite labelled dataset; progress(images done) after each batch."""
+    ys, outs = [], []
     done = 0
-    forward = inference_fn(model)
     for x, y in ds:
-        ps.append(forward(x).numpy())
+        outs.append(forward(x).numpy())
         ys.append(y.numpy())
         done += len(ys[-1])
         if progress is not None:
             progress(done)
-    if not ys:
-        return np.zeros(0, dtype=int), np.zeros((0, model.output_shape[-1]))
-    return np.concatenate(ys), np.concatenate(ps)
+    return ys, outs
 
 
 def temperature_layer(model):
@@ -102,14 +107,7 @@ def predict_logits(model, ds, progress=None, views: list | None = None) -> tuple
         probs_of = inference_fn(model)
         vs = views or [lambda x: x]
         forward = lambda x: tf().math.log(tf().maximum(tf().stack([probs_of(v(x)) for v in vs]), 1e-30))  # noqa: E731
-    ys, zs = [], []
-    done = 0
-    for x, y in ds:
-        zs.append(forward(x).numpy())
-        ys.append(y.numpy())
-        done += len(ys[-1])
-        if progress is not None:
-            progress(done)
+    ys, zs = _forward_all(ds, forward, progress)
     if not ys:
         return np.zeros(0, dtype=int), np.zeros((len(views or [0]), 0, model.output_shape[-1]))
     return np.concatenate(ys), np.concatenate(zs, axis=1)
