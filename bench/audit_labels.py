@@ -77,7 +77,10 @@ def recomputed_probs(folder: str, run: str, classes: list[str], folds: int, seed
         paths += [os.path.abspath(os.path.join(folder, c, f)) for f in names]
         labels += [i] * len(names)
     model, info = rundir.load(run)
-    emb = embeddings.penultimate(model, info.image_size, run)
+    from imgclass_cli import precision
+
+    # In the precision the audit chose (--precision auto), so that our rule gives the audit's set again.
+    emb = embeddings.penultimate(model, info.image_size, run, precision.resolve("auto").policy)
     feats = []
     for i in range(0, len(paths), 256):
         x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p in paths[i:i + 256]])

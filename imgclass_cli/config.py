@@ -573,6 +573,7 @@ class AuditConfig:
         help="Which issues --exclude-list leaves out: label (the image), duplicate and leak (all copies but one; "
         "copies with different classes: all), quality (the image).")
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
+    precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
     gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
                           env="IMGCLASS_GALLERY",

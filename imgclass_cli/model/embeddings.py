@@ -17,8 +17,12 @@ class Embedder:
     source: str  # what the embeddings are, for audit.json: "run RUN", "backbone NAME (weights W)"
 
 
-def penultimate(model, image_size: int, source: str) -> Embedder:
-    """The input of the classifier of `model` (any classifier imgclass built), at inference."""
+def penultimate(model, image_size: int, source: str, policy: str = "float32") -> Embedder:
+    """The input of the classifier of `model` (any classifier imgclass built), at inference; the features compute
+    in `policy` (model.build.apply_precision), the embedding itself is float32."""
+    from imgclass_cli.model.build import apply_precision
+
+    apply_precision(model, policy)
     p = parts(model)
     extractor = keras().Model(model.inputs, p.classifier.input)
 
@@ -29,7 +33,7 @@ def penultimate(model, image_size: int, source: str) -> Embedder:
     return Embedder(run, int(p.classifier.input.shape[-1]), image_size, source)
 
 
-def from_backbone(name: str, weights: str, image_size: int | None) -> Embedder:
+def from_backbone(name: str, weights: str, image_size: int | None, policy: str = "float32") -> Embedder:
     """A frozen Keras Applications backbone with its own preprocessing, pooled by global average pooling."""
     from imgclass_cli.model import build
     from imgclass_cli.model.backbones import get_backbone
@@ -37,4 +41,4 @@ def from_backbone(name: str, weights: str, image_size: int | None) -> Embedder:
     spec = get_backbone(name)
     size = image_size or spec.default_size
     model = build.build_classifier(spec.name, 2, size, weights=weights, dropout=0.0, trainable_backbone=False)
-    return penultimate(model, size, f"backbone {spec.name} (weights {weights})")
+    return penultimate(model, size, f"backbone {spec.name} (weights {weights})", policy)

@@ -123,17 +123,22 @@ def _images(data) -> _Images:
 
 
 def _embedder(cfg: AuditConfig, reporter):
-    """(the Embedder or None, the decode size)."""
-    if cfg.run:
+    """(the Embedder or None, the decode size). The embedding model computes in --precision (the features; the
+    head's output it embeds with stays float32)."""
+    if cfg.run or cfg.backbone:
+        from imgclass_cli import precision
         from imgclass_cli.model import embeddings
+
+        choice = precision.resolve(cfg.precision)  # a precision this machine lacks fails before any image is read
+        reporter.info(choice.line())
+    if cfg.run:
         from imgclass_cli.run import rundir
 
         model, info = rundir.load(cfg.run)
-        return embeddings.penultimate(model, info.image_size, f"run {os.path.abspath(cfg.run)}"), info.image_size
+        return embeddings.penultimate(model, info.image_size, f"run {os.path.abspath(cfg.run)}",
+                                      policy=choice.policy), info.image_size
     if cfg.backbone:
-        from imgclass_cli.model import embeddings
-
-        emb = embeddings.from_backbone(cfg.backbone, cfg.weights, cfg.image_size)
+        emb = embeddings.from_backbone(cfg.backbone, cfg.weights, cfg.image_size, policy=choice.policy)
         return emb, emb.image_size
     reporter.info("label check skipped: it needs embeddings (--run RUN or --backbone NAME)")
     return None, cfg.image_size or AUDIT_IMAGE_SIZE
