@@ -137,6 +137,17 @@ ONE_WORKER = {
     "tests/test_trust_files.py::test_predict_runs_an_imgclass_savedmodel_export": "exports",
     "tests/test_training.py::test_timings_are_recorded_in_the_run_and_printed": "auto_run",
     "tests/test_training.py::test_train_without_epochs_runs_the_automatic_length_and_records_it": "auto_run",
+    # Module fixtures of a few seconds each (two digit runs, a strong-augmentation run, prepared records, the fuzz
+    # inputs, an ONNX export, an audit): built twice when their tests land on both workers.
+    "tests/test_precision.py::test_a_bfloat16_run": "digit_runs",
+    "tests/test_recipes.py::": "strong_pad_run",
+    "tests/test_tfrecord.py::": "tfrecord_prepared",
+    "tests/test_fuzz.py::": "fuzz_inputs",  # and test_fuzz_summary prints what the fuzz tests of its process found
+    "tests/test_onnx.py::": "onnx_export",
+    "tests/test_audit.py::": "audited",
+    "tests/test_models.py::": "mnv2",
+    "tests/test_distribute.py::test_mirrored_on_three": "three_replicas",
+    "tests/test_distribute.py::test_the_default_batch_is_rounded": "three_replicas",
 }
 
 

@@ -21,6 +21,7 @@ from tests.conftest import commands_argv, make_class_folders, split_commands
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--arch", "simple-cnn", "--image-size", "32", "--augment", "none", "--batch-size", "8", "--quiet",
         "--learning-rate", "0.003"]
+TINY_12 = [*TINY[:TINY.index("--batch-size")], *TINY[TINY.index("--batch-size") + 2:], "--batch-size", "12"]
 RUN_FILES = ("model.keras", "config.json", "labels.json", "history.csv", "metrics.json", "split.csv")
 
 
@@ -110,37 +111,45 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * {n})
 """
-MIRRORED = DEVICES.format(n=2) + """
-import sys
-from imgclass_cli.cli import main
-sys.argv = ["imgclass", *sys.argv[1:]]
-main()
-"""
+
+
+@pytest.fixture(scope="module")
+def three_replicas(tmp_path_factory):
+    """One process with three logical CPU devices (set before TensorFlow starts: a process of its own) runs, in
+    turn: a mirrored train of 2 epochs at a global batch of 12, train's automatic batch, and the same batch given as
+    --batch-size (one TensorFlow start for the three). (data, mirrored run, the automatic run, (exit code, stderr) of
+    each command.)"""
+    root = tmp_path_factory.mktemp("replicas")
+    data = make_class_folders(root / "data", per_class=12, seed=3)
+    mirrored, auto = str(root / "mirrored"), str(root / "auto")
+    args = ["train", data, "--arch", "simple-cnn", "--image-size", "32", "--strategy", "mirrored"]
+    commands = [["train", data, *TINY_12, "--epochs", "2", "--val", "0.25", "--out", mirrored,
+                 "--strategy", "mirrored"],
+                [*args, "--epochs", "1", "--out", auto],
+                [*args, "--epochs", "1", "--batch-size", "16", "--out", str(root / "refused")]]
+    proc = subprocess.run(commands_argv(commands, setup=DEVICES.format(n=3)), env=_env(), capture_output=True,
+                          text=True, timeout=900, check=False)  # 300 s a command
+    assert proc.returncode == 0, proc.stderr
+    return data, mirrored, auto, split_commands(proc.stderr, 3)
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runner):
-    """Same global batch and seed: the two replicas' gradients are averaged, so the run follows the default one.
-    Not bit-identical: each replica's BatchNorm normalises its own half batch. Tolerance: 0.05 on val accuracy and
-    0.1 on val loss after two epochs."""
-    data = make_class_folders(tmp_path / "data", per_class=12, seed=3)
-    script = tmp_path / "mirrored.py"
-    script.write_text(MIRRORED)
+def test_mirrored_on_three_cpu_devices_matches_the_default_strategy(three_replicas, tmp_path, runner):
+    """Same global batch and seed: the three replicas' gradients are averaged, so the run follows the default one.
+    Not bit-identical: each replica's BatchNorm normalises its own third of a batch. Tolerance: 0.05 on val accuracy
+    and 0.1 on val loss after two epochs."""
+    data, mirrored, _, ((code, err), _, _) = three_replicas
+    assert code == 0, err
+    default = str(tmp_path / "default")
+    result = runner.invoke(app, ["train", data, *TINY_12, "--epochs", "2", "--val", "0.25",
+                                 "--out", default, "--strategy", "default"])  # in this process: one start less
+    assert result.exit_code == 0, result.output
     runs = {}
-    for strategy in ("default", "mirrored"):
-        out = str(tmp_path / strategy)
-        args = ["train", data, *TINY, "--epochs", "2", "--val", "0.25", "--out", out, "--strategy", strategy]
-        if strategy == "default":  # in this process: one TensorFlow start less
-            result = runner.invoke(app, args)
-            assert result.exit_code == 0, result.output
-        else:  # the logical devices must be set before TensorFlow starts: a process of its own
-            proc = subprocess.run([sys.executable, str(script), *args], env=_env(), capture_output=True, text=True,
-                                  timeout=300)
-            assert proc.returncode == 0, proc.stderr
+    for strategy, out in (("default", default), ("mirrored", mirrored)):
         last = open(os.path.join(out, "history.csv")).read().splitlines()
         runs[strategy] = (json.load(open(os.path.join(out, "config.json")))["distribute"],
                           dict(zip(last[0].split(","), map(float, last[-1].split(",")))))
-    assert runs["mirrored"][0]["replicas"] == 2 and runs["mirrored"][0]["per_replica_batch"] == 4
+    assert runs["mirrored"][0]["replicas"] == 3 and runs["mirrored"][0]["per_replica_batch"] == 4
     assert runs["mirrored"][0]["training_loop"] == "imgclass"
     assert runs["default"][0]["replicas"] == 1 and runs["default"][0]["training_loop"] == "keras fit"
     a, b = runs["default"][1], runs["mirrored"][1]
@@ -150,18 +159,10 @@ def test_mirrored_on_two_cpu_devices_matches_the_default_strategy(tmp_path, runn
 
 
 @pytest.mark.slow
-def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_given_one_is_refused(tmp_path):
+def test_the_default_batch_is_rounded_up_to_a_multiple_of_the_replicas_and_a_given_one_is_refused(three_replicas):
     """Three replicas: train's automatic batch (16 for 30 training images) becomes 18, said and recorded; the same
-    16 given as --batch-size is an error (exit 2) that names it, before any work. Both commands in one process:
-    one TensorFlow start."""
-    data = make_class_folders(tmp_path / "data", per_class=12, seed=3)
-    args = ["train", data, "--arch", "simple-cnn", "--image-size", "32", "--epochs", "1", "--strategy", "mirrored"]
-    out = str(tmp_path / "run")
-    proc = subprocess.run(commands_argv([[*args, "--out", out], [*args, "--batch-size", "16", "--out", str(tmp_path / "r2")]],
-                                        setup=DEVICES.format(n=3)),
-                          env=_env(), capture_output=True, text=True, timeout=600, check=False)  # 300 s a command
-    assert proc.returncode == 0, proc.stderr
-    (code, err), (refused, refused_err) = split_commands(proc.stderr, 2)
+    16 given as --batch-size is an error (exit 2) that names it, before any work."""
+    _, _, out, (_, (code, err), (refused, refused_err)) = three_replicas
     assert code == 0, err
     assert "batch size 18 (16 rounded up to a multiple of the 3 replicas; the default for 30 training images" in err
     config = json.load(open(os.path.join(out, "config.json")))

@@ -86,6 +86,13 @@ class PipelineSpec:
     num_classes: int = 0  # with --augment strong: labels become mixed one-hot vectors (MixUp, CutMix) of this length
 
 
+def plain(fn):
+    """A map function traced as written, without autograph: decode and the casts have no Python control flow on
+    tensors (imagefile.decode branches with tf.cond and tf.switch_case), and autograph's rewrite of them is CPU time
+    at every command's first decode."""
+    return tf().autograph.experimental.do_not_convert(fn)
+
+
 def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: np.ndarray | None = None):
     """A batched tf.data.Dataset of (float32 images 0-255, int labels).
 
@@ -110,8 +117,8 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
             # A TFRecord folder: the same images, labels and order, read from its shards (shuffled by shard and
             # through a buffer when streaming, since records cannot be read in an arbitrary order).
             ds = tfrecord.encoded(samples, shuffle_seed=spec.seed if training and not cache else None)
-            ds = ds.map(lambda b, y, o, g, i: (decode(b, size, o, spec.resize), y), num_parallel_calls=AUTOTUNE,
-                        deterministic=True)
+            ds = ds.map(plain(lambda b, y, o, g, i: (decode(b, size, o, spec.resize), y)),
+                        num_parallel_calls=AUTOTUNE, deterministic=True)
         else:
             paths = [os.fsencode(s.path) for s in samples]
             labels = np.array([s.label for s in samples], dtype=np.int32)
@@ -122,13 +129,13 @@ def build(samples: list[Sample], spec: PipelineSpec, *, training: bool, images: 
             # All upright (the usual case): the decoder leaves out the orientation's switch, the same pixels for a
             # quarter less decode CPU on small images (see decode_all).
             upright = bool((orientations == 1).all())
-            ds = ds.map(lambda p, y, o: (decode(t.io.read_file(p), size, 1 if upright else o, spec.resize), y),
+            ds = ds.map(plain(lambda p, y, o: (decode(t.io.read_file(p), size, 1 if upright else o, spec.resize), y)),
                         num_parallel_calls=AUTOTUNE, deterministic=True)
         if cache:
             ds = ds.cache()
             if training:
                 ds = ds.shuffle(len(samples), seed=spec.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(spec.batch_size).map(lambda x, y: (t.cast(x, t.float32), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(spec.batch_size).map(plain(lambda x, y: (t.cast(x, t.float32), y)), num_parallel_calls=AUTOTUNE)
     aug = augmentation(spec.augment, spec.seed) if training else None
     if aug is not None:
         ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)
@@ -257,7 +264,7 @@ def _bytes_decoder(image_size: int, upright: bool, resize: Resize = Resize.squas
     if key not in _DECODERS:
         t = tf()
         _DECODERS[key] = t.function(
-            lambda i, b, o: (i, decode(b, image_size, 1 if upright else o, resize)),
+            lambda i, b, o: (i, decode(b, image_size, 1 if upright else o, resize)), autograph=False,
             input_signature=[t.TensorSpec([], t.int64), t.TensorSpec([], t.string), t.TensorSpec([], t.int32)])
     return _DECODERS[key]
 
