@@ -147,6 +147,7 @@ MAX_BATCH_SIZE = 65_536
 MAX_PARITY_IMAGES = 10_000
 MAX_TOP_K = 100_000  # run.rundir.MAX_CLASSES: no model imgclass reads has more classes
 MAX_AUG_VIEWS = 10_000
+_GALLERY = dict(range=(0, _INF), cap=10**6, metavar="N", env="IMGCLASS_GALLERY")  # evaluate's and audit's pages
 _BATCH = dict(range=(1, MAX_BATCH_SIZE), cap=2**20, env="IMGCLASS_BATCH_SIZE",
               help=f"Images per batch, at most {MAX_BATCH_SIZE:,} (a batch is decoded into memory at once).")
 _BAD_IMAGE = dict(env="IMGCLASS_ON_BAD_IMAGE", help="An unreadable, corrupt, tiny or oversized image: skip it with a "
@@ -373,8 +374,7 @@ class EvalConfig:
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
     precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
-    gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
-                          env="IMGCLASS_GALLERY",
+    gallery: int = option(DEFAULT_GALLERY, "--gallery", **_GALLERY,
                           help="report.html and mistakes.png: the N most confident mistakes, each beside its "
                           "Grad-CAM heatmap, and per true class its most confident ones (up to N in all); 0: none.")
 
@@ -575,7 +575,6 @@ class AuditConfig:
     batch_size: int = option(DEFAULT_BATCH_SIZE, "--batch-size", **_BATCH)
     precision: Precision = option(Precision.auto, "--precision", **_PRECISION)
     on_bad_image: OnBadImage = option(OnBadImage.skip, "--on-bad-image", **_BAD_IMAGE)
-    gallery: int = option(DEFAULT_GALLERY, "--gallery", range=(0, _INF), cap=10**6, metavar="N",
-                          env="IMGCLASS_GALLERY",
+    gallery: int = option(DEFAULT_GALLERY, "--gallery", **_GALLERY,
                           help="audit.html: up to N examples of each kind of issue found, the highest scores first "
                           "(near-duplicates as pairs side by side); 0: counts and checks only.")

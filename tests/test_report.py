@@ -21,7 +21,8 @@ from imgclass_cli.report import evalpage, html, overlays
 
 # Class names (folder names: no '/'): markup, an attribute breaking out, quotes and entities, mathtext.
 HOSTILE = ["<script>alert(1)", "<img src=x onerror=alert(2)>", 'a&amp;b "c" \'d\' $\\frac{x}$']
-EXTERNAL = ("http://", "https://", "//", "url(", "@import", "<script", "<link", "<iframe", "<object", "srcset")
+# What a self-contained page must not hold (no network: nothing is fetched; the test asserts their absence).
+EXTERNAL = ("http://", "https://", "//", "url(", "@import", "<script", "<link", "<iframe", "<object", "srcset")  # no network
 
 
 def a_png(colour=(200, 30, 30)) -> bytes:
