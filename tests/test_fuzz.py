@@ -390,11 +390,12 @@ def test_fuzzed_files_through_the_cli_are_one_error_line_and_nothing_on_stdout(i
     assert ckpt.read_state(inputs["checkpoint"])  # the fixture's own copy is untouched
 
 
-def test_fuzz_summary(capsys):
-    """The table of the report: how many cases each kind got and what they answered (run after the fuzz tests)."""
-    if not SUMMARY:
-        pytest.skip("the fuzz tests did not run in this process")
-    with capsys.disabled():
+@pytest.fixture(scope="module", autouse=True)
+def fuzz_summary():
+    """After this module's tests, the report's table: how many cases each kind got and what they answered (shown
+    with `pytest -s tests/test_fuzz.py`)."""
+    yield
+    if SUMMARY:
         print("\n| input | cases | accepted (still valid) | refused (exit 2, one line naming it) |")
         for kind, c in SUMMARY.items():
             print(f"| {kind} | {c['accepted'] + c['refused']} | {c['accepted']} | {c['refused']} |")
