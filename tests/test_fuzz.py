@@ -316,33 +316,29 @@ CHILD = textwrap.dedent('''
         open(path, "wb").write(data)
         case(".tflite", what, lambda: predictors.TFLitePredictor(path, names).predict(x), path)
 
-    pb = os.path.join(sm, "saved_model.pb")
-    good = open(pb, "rb").read()
-    for what, data in mutations(good, seed=13)[::3]:
-        open(pb, "wb").write(data)
-        case("SavedModel (saved_model.pb)", what, lambda: predictors.SavedModelPredictor(sm, names, 32).predict(x), sm)
-    open(pb, "wb").write(good)
-    var = os.path.join(sm, "variables", "variables.data-00000-of-00001")
-    good = open(var, "rb").read()
-    for what, data in mutations(good, seed=14)[::12]:
-        open(var, "wb").write(data)
-        case("SavedModel (variables)", what, lambda: predictors.SavedModelPredictor(sm, names, 32).predict(x), sm)
+    def fuzz_file(kind, path, seed, step, fn, names_file):
+        """Each `step`-th mutation of the file at `path` written in its place and probed with fn; then the file
+        restored."""
+        good = open(path, "rb").read()
+        for what, data in mutations(good, seed=seed)[::step]:
+            open(path, "wb").write(data)
+            case(kind, what, fn, names_file)
+        open(path, "wb").write(good)
+
+    load_sm = lambda: predictors.SavedModelPredictor(sm, names, 32).predict(x)  # noqa: E731
+    fuzz_file("SavedModel (saved_model.pb)", os.path.join(sm, "saved_model.pb"), 13, 3, load_sm, sm)
+    fuzz_file("SavedModel (variables)", os.path.join(sm, "variables", "variables.data-00000-of-00001"), 14, 12,
+              load_sm, sm)
 
     folder = os.path.join(work, "tfrecord")
     shutil.copytree(tfr, folder)
-    shard = os.path.join(folder, "train-00000-of-00001.tfrecord")
-    good = open(shard, "rb").read()
-    for what, data in mutations(good, seed=15)[::4]:
-        open(shard, "wb").write(data)
-        case("TFRecord shard", what, lambda: list(tfrecord.iter_contents(dataset.records(folder))), folder)
+    fuzz_file("TFRecord shard", os.path.join(folder, "train-00000-of-00001.tfrecord"), 15, 4,
+              lambda: list(tfrecord.iter_contents(dataset.records(folder))), folder)
 
     copy = os.path.join(work, "run")
     shutil.copytree(run, copy)
     model = os.path.join(copy, "model.keras")
-    good = open(model, "rb").read()
-    for what, data in mutations(good, seed=16)[::12]:
-        open(model, "wb").write(data)
-        case("model.keras (load)", what, lambda: rundir.load(copy), model)
+    fuzz_file("model.keras (load)", model, 16, 12, lambda: rundir.load(copy), model)
     print(json.dumps({"summary": summary, "bad": bad}))
 ''')
 
